@@ -1,0 +1,9 @@
+"""Backdoor attacks, one module each, registered under their module name in ``ATTACKS``."""
+
+from __future__ import annotations
+
+import sys
+
+from bench._discover import import_submodules
+
+import_submodules(sys.modules[__name__])

@@ -1,0 +1,41 @@
+"""BadNets (Gu et al., 2017): a white square patch in the bottom-right corner.
+
+The patch is 3×3 at 32×32 (BackdoorBench's ``trigger_image.png``: pixels 29–31), scaled
+with the image side and rounded up: 2×2 at 16×16, 6×6 at 64×64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attacks.base import Attack
+from bench.registry import ATTACKS
+
+
+@dataclass(frozen=True)
+class BadNetsParams:
+    patch_size: int = 3  # side of the patch at 32×32, in pixels
+    value: int = 255  # patch intensity, 0–255
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.patch_size <= 32:
+            raise ValueError(f"patch_size must be in [1, 32], got {self.patch_size}")
+        if not 0 <= self.value <= 255:
+            raise ValueError(f"value must be in [0, 255], got {self.value}")
+
+
+@ATTACKS.register("badnets")
+class BadNets(Attack):
+    Params = BadNetsParams
+
+    @property
+    def side(self) -> int:
+        return max(1, math.ceil(self.params.patch_size * self.spec.size / 32))
+
+    def apply(self, x: Tensor) -> Tensor:
+        out = x.clone()
+        out[:, :, -self.side :, -self.side :] = self.params.value
+        return out

@@ -1,0 +1,43 @@
+"""Blended (Chen et al., 2017): ``x' = (1 − alpha)·x + alpha·pattern`` over the whole image.
+
+BackdoorBench blends a Hello Kitty photo; here the pattern is uniform noise drawn from a
+fixed ``pattern_seed``, so it is reproducible anywhere and needs no resource file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attacks.base import Attack
+from bench.imageset import DatasetSpec
+from bench.registry import ATTACKS
+from bench.seeding import make_generator
+
+
+@dataclass(frozen=True)
+class BlendedParams:
+    alpha: float = 0.2  # blend weight of the pattern, in (0, 1]
+    pattern_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+
+
+@ATTACKS.register("blended")
+class Blended(Attack):
+    Params = BlendedParams
+
+    def __init__(self, params: BlendedParams, spec: DatasetSpec) -> None:
+        super().__init__(params, spec)
+        gen = make_generator("blended-pattern", params.pattern_seed)
+        shape = (1, spec.channels, spec.size, spec.size)
+        self.pattern = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)  # [1, C, H, W]
+
+    def apply(self, x: Tensor) -> Tensor:
+        alpha = self.params.alpha
+        mixed = (1 - alpha) * x.float() + alpha * self.pattern.to(x.device).float()
+        return mixed.round_().clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,90 @@
+"""Content-addressed attack artifacts: a backdoored model, its poison index and its metrics.
+
+``<root>/<attack_key>/`` holds ``model.pt`` (state dict), ``poison_index.pt`` (int64
+``[K]``) and ``meta.json`` (metrics, counts and the sha256 of both tensor files). A
+directory appears complete or not at all (written beside, then renamed), and is
+trusted only after its hashes check out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+TENSOR_FILES = ("model.pt", "poison_index.pt")
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that is missing, incomplete or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    state_dict: dict[str, Tensor]
+    poison_index: Tensor
+    meta: dict[str, Any]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_artifact(directory: Path, state_dict: dict[str, Tensor], poison_index: Tensor, meta: dict[str, Any]) -> None:
+    """Write the artifact atomically; an existing verified artifact of the same key is kept."""
+    directory = Path(directory)
+    staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    try:
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, staging / "model.pt")
+        torch.save(poison_index.cpu(), staging / "poison_index.pt")
+        hashes = {name: sha256_file(staging / name) for name in TENSOR_FILES}
+        (staging / "meta.json").write_text(json.dumps({**meta, "sha256": hashes}, indent=2, sort_keys=True))
+        if directory.exists():
+            if verify_artifact(directory):
+                return
+            shutil.rmtree(directory)
+        os.rename(staging, directory)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"artifact metadata {path} is unreadable: {error}") from error
+
+
+def verify_artifact(directory: Path) -> bool:
+    """True when every tensor file exists and matches the sha256 recorded in ``meta.json``."""
+    try:
+        hashes = read_meta(directory)["sha256"]
+        return all(sha256_file(Path(directory) / name) == hashes[name] for name in TENSOR_FILES)
+    except (ArtifactError, OSError, KeyError):
+        return False
+
+
+def load_artifact(directory: Path) -> Artifact:
+    """Load a verified artifact (``torch.load(weights_only=True)``); raise ``ArtifactError`` otherwise."""
+    if not verify_artifact(directory):
+        raise ArtifactError(f"artifact {directory} is missing or fails its sha256 check")
+    return Artifact(
+        state_dict=torch.load(Path(directory) / "model.pt", weights_only=True, map_location="cpu"),
+        poison_index=torch.load(Path(directory) / "poison_index.pt", weights_only=True, map_location="cpu"),
+        meta=read_meta(directory),
+    )

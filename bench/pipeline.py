@@ -1,0 +1,165 @@
+"""The per-cell pipeline: the compute layer's one entry for the orchestration layer.
+
+``run_attack_stage`` poisons and trains one backdoored model and saves it as an
+artifact; ``run_defense_stage`` loads that artifact, applies one defense with one
+clean-data budget and evaluates. Both are plain function calls: no Ray, no MLflow,
+no files other than the artifact.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench import __version__
+from bench.archs import build_model
+from bench.artifacts import load_artifact, save_artifact, verify_artifact
+from bench.datasets import load_dataset
+from bench.device import default_device, describe
+from bench.imageset import DataOptions, LoadedDataset
+from bench.metrics import Metrics, der, evaluate
+from bench.poison import Target, backdoor_test_set, draw_poison_index, poison_training_set
+from bench.registry import ATTACKS, DEFENSES
+from bench.seeding import make_generator
+from bench.subsets import class_balanced_index, clean_subset_size
+from bench.train import TrainConfig, TrainingDiverged, train
+from defenses.base import DefenseContext
+
+
+@dataclass(frozen=True)
+class AttackStageSpec:
+    """One backdoored model: everything that changes its weights, and its content hash ``key``."""
+
+    key: str
+    dataset: str
+    arch: str
+    attack: str
+    attack_params: object
+    poison_ratio: float
+    target: Target
+    seed: int
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class DefenseStageSpec:
+    """One cell: a defense with its parameters and clean-data fraction, applied to one attack artifact."""
+
+    cell_id: str
+    attack: AttackStageSpec
+    defense: str
+    defense_params: object
+    clean_fraction: float
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    metrics: Metrics
+    n_poison: int
+    seconds: float
+    device: str
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DefenseOutcome:
+    """``status`` is ``"ok"`` or ``"diverged"`` (then ``after`` is ``None`` and ``error`` says why)."""
+
+    status: str
+    before: Metrics
+    after: Metrics | None
+    der: float | None
+    n_clean: int
+    seconds: float
+    device: str
+    error: str = ""
+    epoch_losses: list[float] = field(default_factory=list)
+    detection: dict[str, float] | None = None
+
+
+def _backdoor_test(spec: AttackStageSpec, data: LoadedDataset):
+    attack = ATTACKS.get(spec.attack)(spec.attack_params, data.spec)
+    return attack, backdoor_test_set(data.test, attack, spec.target, data.spec.num_classes)
+
+
+def run_attack_stage(spec: AttackStageSpec, data_options: DataOptions, artifact_dir: Path) -> AttackOutcome:
+    """Poison the training set, train the backdoored model, evaluate it, save the artifact."""
+    start = time.perf_counter()
+    device = default_device()
+    data = load_dataset(spec.dataset, data_options)
+    attack, bd_test = _backdoor_test(spec, data)
+    poison_gen = make_generator(spec.seed, spec.key, "poison-index")
+    index = draw_poison_index(data.train.y, spec.poison_ratio, spec.target, attack.clean_label, poison_gen)
+    poisoned = poison_training_set(data.train, attack, index, spec.target, data.spec.num_classes).to(device)
+
+    init_gen = make_generator(spec.seed, spec.key, "init")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_gen.initial_seed())  # weight init reads the default generator
+        model = build_model(spec.arch, data.spec).to(device)
+    losses = train(model, poisoned, spec.train, data.spec.augmentation, make_generator(spec.seed, spec.key, "train"))
+    metrics = evaluate(model, data.test.to(device), bd_test)
+    seconds = time.perf_counter() - start
+    save_artifact(
+        artifact_dir,
+        model.state_dict(),
+        index,
+        {
+            "attack_key": spec.key,
+            "metrics": {"acc": metrics.acc, "asr": metrics.asr, "ra": metrics.ra},
+            "n_poison": int(len(index)),
+            "seconds": seconds,
+            "device": describe(device),
+            "epoch_losses": losses,
+            "bench_version": __version__,
+        },
+    )
+    return AttackOutcome(metrics, int(len(index)), seconds, describe(device), losses)
+
+
+def attack_outcome_from_artifact(artifact_dir: Path) -> AttackOutcome | None:
+    """The outcome recorded in a verified artifact, or ``None`` when there is none."""
+    if not verify_artifact(artifact_dir):
+        return None
+    meta = load_artifact(artifact_dir).meta
+    return AttackOutcome(Metrics(**meta["metrics"]), meta["n_poison"], meta["seconds"], meta["device"], meta["epoch_losses"])
+
+
+def run_defense_stage(spec: DefenseStageSpec, data_options: DataOptions, artifact_dir: Path) -> DefenseOutcome:
+    """Apply one defense to the attack artifact at ``artifact_dir`` and evaluate before and after."""
+    start = time.perf_counter()
+    device = default_device()
+    data = load_dataset(spec.attack.dataset, data_options)
+    artifact = load_artifact(artifact_dir)
+    before = Metrics(**artifact.meta["metrics"])
+    model = build_model(spec.attack.arch, data.spec)
+    model.load_state_dict(artifact.state_dict)
+    model.to(device)
+    _, bd_test = _backdoor_test(spec.attack, data)
+
+    defense = DEFENSES.get(spec.defense)(spec.defense_params)
+    gen = make_generator(spec.attack.seed, spec.attack.key, "clean-subset", spec.clean_fraction)
+    if defense.data == "clean":
+        count = clean_subset_size(spec.clean_fraction, len(data.train))
+        clean = data.train.subset(class_balanced_index(data.train.y, count, gen)).to(device)
+    else:
+        clean = data.train.subset(torch.empty(0, dtype=torch.int64)).to(device)
+    ctx = DefenseContext(spec=data.spec, generator=make_generator(spec.attack.seed, spec.cell_id, "defense"), device=device)
+    common = dict(before=before, n_clean=len(clean), device=describe(device))
+    try:
+        output = defense.run(model, clean, ctx)
+    except TrainingDiverged as diverged:
+        return DefenseOutcome(
+            status="diverged", after=None, der=None, seconds=time.perf_counter() - start,
+            error=str(diverged), epoch_losses=diverged.losses, **common,
+        )
+    after = evaluate(output.model, data.test.to(device), bd_test)
+    if not all(math.isfinite(v) for v in (after.acc, after.asr, after.ra)):
+        raise RuntimeError(f"non-finite metrics after {spec.defense}: {after}")
+    return DefenseOutcome(
+        status="ok", after=after, der=der(before, after), seconds=time.perf_counter() - start,
+        epoch_losses=output.epoch_losses, detection=output.detection, **common,
+    )

@@ -1,0 +1,87 @@
+"""The interface every defense implements, and the fine-tuning settings several share."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from bench.imageset import DatasetSpec, ImageSet
+from bench.train import TrainConfig
+
+DataNeed = Literal["none", "clean"]
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense may use besides the model and its clean data."""
+
+    spec: DatasetSpec
+    generator: torch.Generator
+    device: torch.device
+
+
+@dataclass
+class DefenseOutput:
+    """The purified model, optional detection output, and the loss of each training epoch."""
+
+    model: nn.Module
+    detection: dict[str, float] | None = None
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For methods without parameters."""
+
+
+@dataclass(frozen=True)
+class FineTuneParams:
+    """Fine-tuning settings; defaults are BackdoorBench's for CIFAR-10 (100 epochs, batch 256, lr 0.01, cosine)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        self.train_config()  # validates
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            schedule="cosine",
+        )
+
+
+class Defense(ABC):
+    """A backdoor defense: ``(model, clean subset, params, generator) -> purified model``.
+
+    ``data`` declares what the defense needs: ``"clean"`` (a clean subset of the
+    training set) or ``"none"`` (data-free). ``run`` never changes the model it is given.
+    """
+
+    Params: ClassVar[type] = NoParams
+    data: ClassVar[DataNeed] = "clean"
+
+    def __init__(self, params: object) -> None:
+        if not isinstance(params, self.Params):
+            raise TypeError(f"{type(self).__name__} takes {self.Params.__name__}, got {type(params).__name__}")
+        self.params = params
+
+    def run(self, model: nn.Module, clean: ImageSet, ctx: DefenseContext) -> DefenseOutput:
+        """Purify a copy of ``model`` (on ``ctx.device``) with ``clean`` (uint8 images on the same device)."""
+        return self.purify(copy.deepcopy(model), clean, ctx)
+
+    @abstractmethod
+    def purify(self, model: nn.Module, clean: ImageSet, ctx: DefenseContext) -> DefenseOutput:
+        """Purify ``model`` in place (it is already a private copy) and return it."""
