@@ -1,0 +1,153 @@
+"""Expand a grid into cells with stable ids, grouped by the backdoored model they share.
+
+Ids are sha256 digests of canonical JSON (sorted keys, validated parameters with
+defaults filled in), so the same grid gives the same ids on any machine, and
+spelling a default explicitly does not change an id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bench.grid import Grid, MethodChoice
+from bench.pipeline import AttackStageSpec, DefenseStageSpec
+from bench.poison import Target
+from bench.train import TrainConfig
+
+ID_SCHEME = 1  # bump when the meaning of an id's content changes
+
+
+def stable_hash(content: dict[str, Any]) -> str:
+    """16 hex digits of sha256 over canonical JSON of ``content``."""
+    text = json.dumps({"id_scheme": ID_SCHEME, **content}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: a defense with one clean fraction, applied to one backdoored model."""
+
+    dataset: str
+    arch: str
+    attack: MethodChoice
+    poison_ratio: float
+    target: Target
+    defense: MethodChoice
+    clean_fraction: float
+    seed: int
+    train: TrainConfig
+
+    def attack_content(self) -> dict[str, Any]:
+        """Everything that determines the backdoored model's weights."""
+        return {
+            "dataset": self.dataset,
+            "arch": self.arch,
+            "attack": {"name": self.attack.name, "params": self.attack.params_dict},
+            "poison_ratio": self.poison_ratio,
+            "target": dataclasses.asdict(self.target),
+            "seed": self.seed,
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @property
+    def attack_key(self) -> str:
+        return stable_hash(self.attack_content())
+
+    @property
+    def cell_id(self) -> str:
+        return stable_hash(
+            {
+                "attack_key": self.attack_key,
+                "defense": {"name": self.defense.name, "params": self.defense.params_dict},
+                "clean_fraction": self.clean_fraction,
+            }
+        )
+
+    def axis_values(self) -> dict[str, Any]:
+        """The values an ``exclude`` rule can match on."""
+        return {
+            "dataset": self.dataset,
+            "arch": self.arch,
+            "attack": self.attack,
+            "poison_ratio": self.poison_ratio,
+            "target_mode": self.target.mode,
+            "target_label": self.target.label,
+            "defense": self.defense,
+            "clean_fraction": self.clean_fraction,
+            "seed": self.seed,
+        }
+
+    def attack_stage(self) -> AttackStageSpec:
+        return AttackStageSpec(
+            key=self.attack_key,
+            dataset=self.dataset,
+            arch=self.arch,
+            attack=self.attack.name,
+            attack_params=self.attack.params,
+            poison_ratio=self.poison_ratio,
+            target=self.target,
+            seed=self.seed,
+            train=self.train,
+        )
+
+    def defense_stage(self) -> DefenseStageSpec:
+        return DefenseStageSpec(
+            cell_id=self.cell_id,
+            attack=self.attack_stage(),
+            defense=self.defense.name,
+            defense_params=self.defense.params,
+            clean_fraction=self.clean_fraction,
+        )
+
+    def tag(self) -> str:
+        """A short readable name: ``digits/small_cnn/badnets/0.1/ft/0.05/s0``."""
+        return "/".join(
+            str(v)
+            for v in (self.dataset, self.arch, self.attack.label, self.poison_ratio, self.defense.label, self.clean_fraction, f"s{self.seed}")
+        )
+
+
+def _matches(rule_value: Any, value: Any) -> bool:
+    if isinstance(value, MethodChoice):
+        return rule_value in (value.name, value.label)
+    if isinstance(value, float) and isinstance(rule_value, (int, float)) and not isinstance(rule_value, bool):
+        return math.isclose(value, float(rule_value), rel_tol=1e-9, abs_tol=1e-12)
+    return rule_value == value
+
+
+def is_excluded(cell: Cell, rules: tuple[dict[str, Any], ...]) -> bool:
+    """True when every key of some rule matches the cell (attack/defense by name or label)."""
+    values = cell.axis_values()
+    return any(all(_matches(v, values[k]) for k, v in rule.items()) for rule in rules)
+
+
+def expand(grid: Grid) -> list[Cell]:
+    """All cells of ``grid`` not excluded, in a fixed order (the order of the grid's axes)."""
+    cells = [
+        Cell(dataset, arch, attack, rho, target, defense, fraction, seed, grid.train)
+        for seed, dataset, arch, attack, rho, target, defense, fraction in itertools.product(
+            grid.seeds,
+            grid.datasets,
+            grid.archs,
+            grid.attacks,
+            grid.poison_ratios,
+            grid.targets,
+            grid.defenses,
+            grid.clean_fractions,
+        )
+    ]
+    return [cell for cell in cells if not is_excluded(cell, grid.exclude)]
+
+
+def group_by_attack(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """Attack key → the cells that share that backdoored model, in cell order."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.attack_key, []).append(cell)
+    return groups

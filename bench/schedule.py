@@ -1,0 +1,207 @@
+"""Ray Tune scheduling of a sweep: attack-stage and defense-stage trials in one Tune run.
+
+``StageOrder`` is a Tune ``Searcher`` that hands out an attack trial per backdoored
+model to train, and a defense trial per cell as soon as the cell's attack artifact
+exists: no barrier between the stages. ``run_trial`` is the trainable; it calls the
+compute layer and reports one result. The driver's ``tune.Callback`` records it.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ray import tune
+from ray.tune.search import Searcher
+
+from bench.imageset import DataOptions
+from bench.pipeline import (
+    AttackStageSpec,
+    DefenseStageSpec,
+    attack_outcome_from_artifact,
+    run_attack_stage,
+    run_defense_stage,
+)
+
+ATTACK, DEFENSE = "attack", "defense"
+
+
+class StageOrder(Searcher):
+    """Suggests ``{"stage": "attack", "id": key}`` for each model to train, then
+    ``{"stage": "defense", "id": cell_id}`` for each cell whose artifact is ready.
+
+    When an attack trial fails, its cells are never suggested; ``on_blocked(cell_ids,
+    error)`` is called for them instead.
+    """
+
+    def __init__(
+        self,
+        to_train: list[str],
+        cells_by_key: dict[str, list[str]],
+        on_blocked: Callable[[list[str], str], None],
+    ) -> None:
+        super().__init__()
+        self._attacks = list(to_train)
+        self._waiting = {key: list(ids) for key, ids in cells_by_key.items() if key in set(to_train)}
+        self._ready = [cid for key, ids in cells_by_key.items() if key not in set(to_train) for cid in ids]
+        self._running_attacks: dict[str, str] = {}  # trial id → attack key
+        self._on_blocked = on_blocked
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its searcher for its own restore, which bench does not use (it
+        # resumes from its row store); the driver-side hook stays out of the pickle.
+        return {**self.__dict__, "_on_blocked": None}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, str] | str | None:
+        if self._attacks:
+            key = self._attacks.pop(0)
+            self._running_attacks[trial_id] = key
+            return {"stage": ATTACK, "id": key}
+        if self._ready:
+            return {"stage": DEFENSE, "id": self._ready.pop(0)}
+        return None if self._waiting else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        key = self._running_attacks.pop(trial_id, None)
+        if key is None:
+            return
+        cells = self._waiting.pop(key, [])
+        if not error and result is not None and result.get("status") == "ok":
+            self._ready.extend(cells)
+        else:
+            reason = (result or {}).get("error") or "the attack trial crashed"
+            self._on_blocked(cells, f"attack stage {key} failed: {reason}")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs, shipped once through Ray's object store."""
+
+    attacks: dict[str, AttackStageSpec]
+    cells: dict[str, DefenseStageSpec]
+    artifacts_dir: str
+    data: DataOptions
+    threads: int
+
+
+def _attack_result(spec: AttackStageSpec, context: TrialContext) -> dict[str, Any]:
+    outcome = run_attack_stage(spec, context.data, Path(context.artifacts_dir) / spec.key)
+    return {
+        "status": "ok",
+        "acc": outcome.metrics.acc,
+        "asr": outcome.metrics.asr,
+        "ra": outcome.metrics.ra,
+        "n_poison": outcome.n_poison,
+        "stage_seconds": outcome.seconds,
+        "device": outcome.device,
+        "epoch_losses": outcome.epoch_losses,
+    }
+
+
+def _defense_result(spec: DefenseStageSpec, context: TrialContext) -> dict[str, Any]:
+    artifact_dir = Path(context.artifacts_dir) / spec.attack.key
+    outcome = run_defense_stage(spec, context.data, artifact_dir)
+    attack = attack_outcome_from_artifact(artifact_dir)
+    after = outcome.after
+    nan = float("nan")
+    return {
+        "status": outcome.status,
+        "error": outcome.error,
+        "acc_before": outcome.before.acc,
+        "asr_before": outcome.before.asr,
+        "ra_before": outcome.before.ra,
+        "acc_after": after.acc if after else nan,
+        "asr_after": after.asr if after else nan,
+        "ra_after": after.ra if after else nan,
+        "der": outcome.der if outcome.der is not None else nan,
+        "n_poison": attack.n_poison if attack else -1,
+        "n_clean": outcome.n_clean,
+        "attack_seconds": attack.seconds if attack else nan,
+        "stage_seconds": outcome.seconds,
+        "device": outcome.device,
+        "epoch_losses": outcome.epoch_losses,
+    }
+
+
+def run_trial(config: dict[str, str], context: TrialContext) -> None:
+    """The Tune trainable: run one stage, report one result (``status`` ok/diverged/failed)."""
+    import torch
+
+    torch.set_num_threads(context.threads)
+    try:
+        if config["stage"] == ATTACK:
+            result = _attack_result(context.attacks[config["id"]], context)
+        else:
+            result = _defense_result(context.cells[config["id"]], context)
+    except Exception as error:  # recorded as a failed cell; the sweep goes on
+        result = {"status": "failed", "error": f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"}
+    tune.report(result)
+
+
+class ResultForwarder(tune.Callback):
+    """Driver-side: hands each trial's result, or its crash, to ``record``."""
+
+    def __init__(self, record: Callable[[dict[str, str], dict[str, Any]], None]) -> None:
+        self._record = record
+        self._seen: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_record": None}  # driver-only hook; see StageOrder.__getstate__
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._seen.add(trial.trial_id)
+        self._record(trial.config, result)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self._seen:
+            return
+        error = "the trial process crashed"
+        if trial.error_file and os.path.exists(trial.error_file):
+            error = Path(trial.error_file).read_text()[-4000:]
+        self._record(trial.config, {"status": "failed", "error": error})
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    storage: Path
+    run_name: str
+    cpu: float
+    gpu: float
+    max_concurrent: int = 0  # 0: as many as resources allow
+
+
+def run_tune(
+    order: StageOrder,
+    context: TrialContext,
+    forwarder: ResultForwarder,
+    total_trials: int,
+    settings: TuneSettings,
+) -> None:
+    """Run all trials to completion; results reach the driver through ``forwarder``."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune banner: bench prints its own progress
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, context=context), {"cpu": settings.cpu, "gpu": settings.gpu}
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=order,
+            num_samples=total_trials,
+            max_concurrent_trials=settings.max_concurrent or None,
+            reuse_actors=settings.gpu == 0,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.run_name,
+            storage_path=str(settings.storage.resolve()),
+            callbacks=[forwarder],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+    tuner.fit()

@@ -1,0 +1,68 @@
+"""The result store of one grid: one immutable Parquet file per cell, compacted on demand.
+
+``<root>/rows/<cell_id>.parquet`` is written by one writer (the driver) to a temporary
+name and renamed, so a row file is complete or absent. ``<root>/results.parquet`` is
+rebuilt from the row files with the schema of ``bench.rows``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.rows import COLUMNS, SCHEMA
+
+
+class ResultStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.rows_dir = self.root / "rows"
+        self.artifacts_dir = self.root / "artifacts"
+        self.results_path = self.root / "results.parquet"
+
+    def artifact_dir(self, attack_key: str) -> Path:
+        return self.artifacts_dir / attack_key
+
+    def write_row(self, row: dict[str, Any]) -> Path:
+        """Write one cell's row atomically, replacing an earlier row of the same cell."""
+        missing = set(COLUMNS) - set(row)
+        if missing:
+            raise ValueError(f"row for cell {row.get('cell_id')} lacks columns {sorted(missing)}")
+        self.rows_dir.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([{name: row[name] for name in COLUMNS}], schema=SCHEMA)
+        final = self.rows_dir / f"{row['cell_id']}.parquet"
+        staging = self.rows_dir / f".{row['cell_id']}.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, staging)
+        os.replace(staging, final)
+        return final
+
+    def row_files(self) -> list[Path]:
+        return sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []
+
+    def load(self) -> pd.DataFrame:
+        """Every row, one per cell, with the columns and types of ``bench.rows.SCHEMA``."""
+        files = self.row_files()
+        if not files:
+            return SCHEMA.empty_table().to_pandas()
+        tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+        return pa.concat_tables(tables).to_pandas()
+
+    def statuses(self) -> dict[str, str]:
+        """cell_id → status of every stored row."""
+        frame = self.load()
+        return dict(zip(frame["cell_id"], frame["status"]))
+
+    def compact(self) -> Path:
+        """Rebuild ``results.parquet`` from the row files; return its path."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(self.load(), schema=SCHEMA, preserve_index=False)
+        staging = self.root / f".results.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, staging)
+        os.replace(staging, self.results_path)
+        return self.results_path

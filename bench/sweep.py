@@ -1,0 +1,261 @@
+"""The driver of ``bench run``: plan what is left, schedule it on Ray, record every result.
+
+Finished cells (status ``ok`` or ``diverged``) are skipped; a backdoored model with a
+verified artifact is not trained again; failed cells run again. The driver is the only
+writer of rows and MLflow runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.artifacts import verify_artifact
+from bench.cells import Cell, expand, group_by_attack
+from bench.cluster import fit_resources, ray_session
+from bench.grid import Grid
+from bench.imageset import DataOptions
+from bench.progress import Progress, summary_table
+from bench.provenance import Provenance, current, utc_now
+from bench.rows import COLUMNS
+from bench.store import ResultStore
+from bench.tracking import CELL_TAG, GRID_HASH_TAG, Tracker, default_tracking_uri
+
+FINISHED = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    results_dir: Path = Path("results")
+    data_dir: Path | None = None  # default: the grid's data.root, $BENCH_DATA_DIR, ./data
+    download: bool | None = None  # default: the grid's data.download
+    address: str | None = None  # a Ray cluster to join; default: a local Ray
+    mlflow_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite under results_dir
+    max_concurrent: int = 0
+
+
+@dataclass
+class SweepSummary:
+    total_cells: int
+    finished_before: int
+    models_trained: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "diverged": 0, "failed": 0})
+    failed_cells: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    results_path: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed_cells else 0
+
+
+def data_options(grid: Grid, options: SweepOptions) -> DataOptions:
+    root = options.data_dir or grid.data.root or os.environ.get("BENCH_DATA_DIR") or "data"
+    download = grid.data.download if options.download is None else options.download
+    return DataOptions(root=Path(root).expanduser().resolve(), download=download)
+
+
+def tracking_uri(options: SweepOptions) -> str:
+    return options.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(options.results_dir)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _row(grid: Grid, cell: Cell, result: dict[str, Any], prov: Provenance) -> dict[str, Any]:
+    nan = float("nan")
+    row = {name: nan for name in COLUMNS if name.endswith(("_before", "_after", "_seconds")) or name == "der"}
+    row.update(
+        grid=grid.name,
+        dataset=cell.dataset,
+        arch=cell.arch,
+        attack=cell.attack.name,
+        attack_label=cell.attack.label,
+        attack_params=_json(cell.attack.params_dict),
+        poison_ratio=cell.poison_ratio,
+        target_mode=cell.target.mode,
+        target_label=cell.target.label,
+        defense=cell.defense.name,
+        defense_label=cell.defense.label,
+        defense_params=_json(cell.defense.params_dict),
+        clean_fraction=cell.clean_fraction,
+        seed=cell.seed,
+        cell_id=cell.cell_id,
+        attack_key=cell.attack_key,
+        status=result["status"],
+        error=result.get("error", ""),
+        n_poison=int(result.get("n_poison", -1)),
+        n_clean=int(result.get("n_clean", -1)),
+        device=result.get("device", ""),
+        torch_version=prov.torch_version,
+        bench_version=prov.bench_version,
+        git_commit=prov.git_commit,
+        grid_hash=grid.hash,
+        finished_at=utc_now(),
+    )
+    for name in ("acc_before", "asr_before", "ra_before", "acc_after", "asr_after", "ra_after", "der", "attack_seconds"):
+        if name in result:
+            row[name] = float(result[name])
+    if "stage_seconds" in result:
+        row["defense_seconds"] = float(result["stage_seconds"])
+    return row
+
+
+def _pct(value: float) -> str:
+    return "—" if not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+class SweepRecorder:
+    """Turns trial results into rows, MLflow runs and progress lines."""
+
+    def __init__(self, grid: Grid, store: ResultStore, tracker: Tracker, cells: dict[str, Cell], progress: Progress) -> None:
+        self.grid, self.store, self.tracker, self.cells, self.progress = grid, store, tracker, cells, progress
+        self.by_key = {cell.attack_key: cell for cell in cells.values()}
+        self.provenance = current()
+        self.summary_rows: list[dict[str, Any]] = []
+        self.models_trained = 0
+
+    def record(self, config: dict[str, str], result: dict[str, Any]) -> None:
+        if config["stage"] == "attack":
+            self._attack(config["id"], result)
+        else:
+            self._cell(config["id"], result)
+
+    def block(self, cell_ids: list[str], error: str) -> None:
+        for cell_id in cell_ids:
+            self._cell(cell_id, {"status": "failed", "error": error})
+
+    def _attack(self, key: str, result: dict[str, Any]) -> None:
+        cell = self.by_key[key]
+        status = result.get("status", "failed")
+        self.models_trained += status == "ok"
+        self.tracker.log_stage(
+            name=f"attack {cell.dataset}/{cell.arch}/{cell.attack.label}/{cell.poison_ratio}/s{cell.seed}",
+            stage="attack",
+            params={**cell.attack_content(), "attack_key": key},
+            metrics={k: result[k] for k in ("acc", "asr", "ra", "stage_seconds") if k in result},
+            curves={"train_loss": result.get("epoch_losses", [])},
+            tags={"bench.attack_key": key, GRID_HASH_TAG: self.grid.hash},
+            failed=status != "ok",
+        )
+        detail = (
+            f"acc {_pct(result['acc'])} asr {_pct(result['asr'])} in {result['stage_seconds']:.1f}s"
+            if status == "ok"
+            else result.get("error", "").splitlines()[0] if result.get("error") else ""
+        )
+        self.progress.attack(cell.tag().rsplit("/", 3)[0], status, detail)
+
+    def _cell(self, cell_id: str, result: dict[str, Any]) -> None:
+        cell = self.cells[cell_id]
+        row = _row(self.grid, cell, result, self.provenance)
+        self.store.write_row(row)
+        self.summary_rows.append(row)
+        params = {k: row[k] for k in ("dataset", "arch", "attack", "attack_params", "poison_ratio", "target_mode",
+                                      "target_label", "defense", "defense_params", "clean_fraction", "seed",
+                                      "attack_key", "n_clean", "n_poison", "device")}
+        metrics = {k: row[k] for k in ("acc_before", "asr_before", "ra_before", "acc_after", "asr_after",
+                                       "ra_after", "der", "attack_seconds", "defense_seconds")}
+        self.tracker.log_stage(
+            name=cell.tag(),
+            stage="defense",
+            params=params,
+            metrics=metrics,
+            curves={"defense_loss": result.get("epoch_losses", [])},
+            tags={CELL_TAG: cell_id, GRID_HASH_TAG: self.grid.hash, "bench.status": row["status"]},
+            failed=row["status"] == "failed",
+        )
+        if row["status"] == "failed":
+            detail = (row["error"].strip().splitlines() or [""])[-1][:200]
+        else:
+            detail = f"acc {_pct(row['acc_after'])} asr {_pct(row['asr_after'])} der {_pct(row['der'])}"
+        self.progress.cell(cell.tag(), row["status"], detail)
+
+
+def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None) -> SweepSummary:
+    """Run every cell of ``grid`` not finished before; return what happened."""
+    from bench.schedule import ResultForwarder, StageOrder, TrialContext, TuneSettings, run_tune
+
+    console = console or Console(soft_wrap=True)
+    started = time.monotonic()
+    store = ResultStore(Path(options.results_dir) / grid.name)
+    all_cells = expand(grid)
+    statuses = store.statuses()
+    pending = {c.cell_id: c for c in all_cells if statuses.get(c.cell_id) not in FINISHED}
+    summary = SweepSummary(total_cells=len(all_cells), finished_before=len(all_cells) - len(pending))
+    console.print(
+        f"[bold]{grid.name}[/bold]: {len(all_cells)} cells, {summary.finished_before} finished earlier, "
+        f"{len(pending)} to run"
+    )
+    if not pending:
+        console.print("Nothing to run: every cell is finished; no model is trained. `bench report` shows the results.")
+        summary.results_path = store.compact()
+        return summary
+
+    groups = group_by_attack(list(pending.values()))
+    to_train = [key for key in groups if not verify_artifact(store.artifact_dir(key))]
+    console.print(f"{len(groups)} backdoored models needed: {len(to_train)} to train, {len(groups) - len(to_train)} reused")
+
+    tracker = Tracker(tracking_uri(options), grid.name, store.root.parent / "mlartifacts")
+    run_name = f"{grid.name} {utc_now()}"
+    tracker.start(run_name, {"grid": grid.name, "grid_hash": grid.hash, "cells": len(all_cells), "to_run": len(pending)},
+                  {GRID_HASH_TAG: grid.hash})
+    tracker.log_artifact(grid.path)
+    progress = Progress(len(pending), console)
+    recorder = SweepRecorder(grid, store, tracker, pending, progress)
+    interrupted = False
+    try:
+        with ray_session(options.address):
+            resources = fit_resources(grid.resources.cpu, grid.resources.gpu)
+            for notice in resources.notices:
+                console.print(f"[yellow]notice:[/yellow] {notice}")
+            context = TrialContext(
+                attacks={key: groups[key][0].attack_stage() for key in to_train},
+                cells={cid: cell.defense_stage() for cid, cell in pending.items()},
+                artifacts_dir=str(store.artifacts_dir),
+                data=data_options(grid, options),
+                threads=max(1, int(resources.cpu)),
+            )
+            order = StageOrder(to_train, {key: [c.cell_id for c in cells] for key, cells in groups.items()}, recorder.block)
+            settings = TuneSettings(
+                storage=store.root / "tune",
+                run_name=run_name.replace(" ", "_").replace(":", "-"),
+                cpu=resources.cpu,
+                gpu=resources.gpu,
+                max_concurrent=options.max_concurrent,
+            )
+            run_tune(order, context, ResultForwarder(recorder.record), len(to_train) + len(pending), settings)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("[yellow]interrupted[/yellow]: finished cells are saved; run the same command again to resume")
+    finally:
+        tracker.finish(failed=interrupted or any(r["status"] == "failed" for r in recorder.summary_rows))
+
+    recorded = {row["cell_id"]: row["status"] for row in recorder.summary_rows}
+    for status in recorded.values():
+        summary.counts[status] = summary.counts.get(status, 0) + 1
+    summary.failed_cells = [pending[cid].tag() for cid, status in recorded.items() if status == "failed"]
+    if not interrupted:
+        missing = [pending[cid].tag() for cid in pending if cid not in recorded]
+        summary.failed_cells += missing  # a cell that never reported is not finished
+    summary.models_trained = recorder.models_trained
+    summary.seconds = time.monotonic() - started
+    summary.results_path = store.compact()
+    tracker.log_artifact(summary.results_path)
+    order = {cell.cell_id: i for i, cell in enumerate(all_cells)}
+    console.print(summary_table(sorted(recorder.summary_rows, key=lambda r: order[r["cell_id"]])))
+    console.print(
+        f"{summary.counts['ok']} ok, {summary.counts['diverged']} diverged, {len(summary.failed_cells)} failed; "
+        f"{summary.models_trained} models trained in {summary.seconds:.1f}s. Results: {summary.results_path}"
+    )
+    for tag in summary.failed_cells:
+        console.print(f"[red]failed:[/red] {tag}")
+    return summary
