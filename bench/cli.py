@@ -62,7 +62,7 @@ def run(grid_file: Path, results_dir: Path, address, mlflow_uri, data_dir, no_do
         mlflow_uri=mlflow_uri,
         max_concurrent=max_concurrent,
     )
-    summary = run_sweep(grid, options, Console(soft_wrap=True))
+    summary = run_sweep(grid, options, Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140))
     sys.exit(summary.exit_code)
 
 

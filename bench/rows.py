@@ -52,6 +52,7 @@ SCHEMA = pa.schema(
         ("attack_seconds", pa.float64()),
         ("defense_seconds", pa.float64()),
         ("device", pa.string()),
+        ("node", pa.string()),  # the Ray node that ran the defense stage
         ("torch_version", pa.string()),
         ("bench_version", pa.string()),
         ("git_commit", pa.string()),

@@ -141,7 +141,9 @@ def run_trial(config: dict[str, str], context: TrialContext) -> None:
             result = _defense_result(context.cells[config["id"]], context)
     except Exception as error:  # recorded as a failed cell; the sweep goes on
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"}
-    tune.report(result)
+    import ray
+
+    tune.report({**result, "node": ray.get_runtime_context().get_node_id()})
 
 
 class ResultForwarder(tune.Callback):

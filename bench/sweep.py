@@ -27,7 +27,7 @@ from bench.progress import Progress, summary_table
 from bench.provenance import Provenance, current, utc_now
 from bench.rows import COLUMNS
 from bench.store import ResultStore
-from bench.tracking import CELL_TAG, GRID_HASH_TAG, Tracker, default_tracking_uri
+from bench.tracking import CELL_TAG, GRID_HASH_TAG, NODE_TAG, Tracker, default_tracking_uri
 
 FINISHED = ("ok", "diverged")
 
@@ -96,6 +96,7 @@ def _row(grid: Grid, cell: Cell, result: dict[str, Any], prov: Provenance) -> di
         n_poison=int(result.get("n_poison", -1)),
         n_clean=int(result.get("n_clean", -1)),
         device=result.get("device", ""),
+        node=result.get("node", ""),
         torch_version=prov.torch_version,
         bench_version=prov.bench_version,
         git_commit=prov.git_commit,
@@ -144,7 +145,7 @@ class SweepRecorder:
             params={**cell.attack_content(), "attack_key": key},
             metrics={k: result[k] for k in ("acc", "asr", "ra", "stage_seconds") if k in result},
             curves={"train_loss": result.get("epoch_losses", [])},
-            tags={"bench.attack_key": key, GRID_HASH_TAG: self.grid.hash},
+            tags={"bench.attack_key": key, GRID_HASH_TAG: self.grid.hash, NODE_TAG: result.get("node", "")},
             failed=status != "ok",
         )
         detail = (
@@ -170,7 +171,7 @@ class SweepRecorder:
             params=params,
             metrics=metrics,
             curves={"defense_loss": result.get("epoch_losses", [])},
-            tags={CELL_TAG: cell_id, GRID_HASH_TAG: self.grid.hash, "bench.status": row["status"]},
+            tags={CELL_TAG: cell_id, GRID_HASH_TAG: self.grid.hash, NODE_TAG: row["node"], "bench.status": row["status"]},
             failed=row["status"] == "failed",
         )
         if row["status"] == "failed":

@@ -15,6 +15,7 @@ from typing import Any
 STAGE_TAG = "bench.stage"  # "attack" or "defense"
 CELL_TAG = "bench.cell_id"
 GRID_HASH_TAG = "bench.grid_hash"
+NODE_TAG = "bench.node"  # the Ray node that ran the stage
 
 
 def default_tracking_uri(results_root: Path) -> str:
