@@ -10,8 +10,11 @@ from typing import Iterator
 
 @dataclass(frozen=True)
 class TrialResources:
+    """Per-trial resources, and how many such trials the whole cluster fits at once (``slots``)."""
+
     cpu: float
     gpu: float
+    slots: int
     notices: tuple[str, ...] = ()
 
 
@@ -52,4 +55,8 @@ def fit_resources(cpu: float, gpu: float) -> TrialResources:
     if cpu > max_cpu:
         notices.append(f"trials asked for {cpu} CPUs; the largest node has {max_cpu}, so each trial takes {max_cpu}")
         cpu = max_cpu
-    return TrialResources(cpu, gpu, tuple(notices))
+    total = ray.cluster_resources()
+    slots = int(total.get("CPU", 1.0) // cpu)
+    if gpu > 0:
+        slots = min(slots, int(total.get("GPU", 0.0) // gpu))
+    return TrialResources(cpu, gpu, max(1, slots), tuple(notices))

@@ -30,11 +30,13 @@ ATTACK, DEFENSE = "attack", "defense"
 
 
 class StageOrder(Searcher):
-    """Suggests ``{"stage": "attack", "id": key}`` for each model to train, then
+    """Suggests ``{"stage": "attack", "id": key}`` for each model to train and
     ``{"stage": "defense", "id": cell_id}`` for each cell whose artifact is ready.
 
-    When an attack trial fails, its cells are never suggested; ``on_blocked(cell_ids,
-    error)`` is called for them instead.
+    Ready cells go first; a new attack trial is suggested only while fewer than
+    ``max_attacks_in_flight`` are queued or running, so cells of finished models never
+    wait behind the whole list of models still to train. When an attack trial fails,
+    its cells are never suggested; ``on_blocked(cell_ids, error)`` gets them instead.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class StageOrder(Searcher):
         to_train: list[str],
         cells_by_key: dict[str, list[str]],
         on_blocked: Callable[[list[str], str], None],
+        max_attacks_in_flight: int,
     ) -> None:
         super().__init__()
         self._attacks = list(to_train)
@@ -49,6 +52,7 @@ class StageOrder(Searcher):
         self._ready = [cid for key, ids in cells_by_key.items() if key not in set(to_train) for cid in ids]
         self._running_attacks: dict[str, str] = {}  # trial id → attack key
         self._on_blocked = on_blocked
+        self._max_in_flight = max(1, max_attacks_in_flight)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its searcher for its own restore, which bench does not use (it
@@ -59,13 +63,13 @@ class StageOrder(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict[str, str] | str | None:
-        if self._attacks:
+        if self._ready:
+            return {"stage": DEFENSE, "id": self._ready.pop(0)}
+        if self._attacks and len(self._running_attacks) < self._max_in_flight:
             key = self._attacks.pop(0)
             self._running_attacks[trial_id] = key
             return {"stage": ATTACK, "id": key}
-        if self._ready:
-            return {"stage": DEFENSE, "id": self._ready.pop(0)}
-        return None if self._waiting else Searcher.FINISHED
+        return None if self._waiting or self._attacks else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         key = self._running_attacks.pop(trial_id, None)

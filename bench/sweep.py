@@ -49,12 +49,13 @@ class SweepSummary:
     models_trained: int = 0
     counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "diverged": 0, "failed": 0})
     failed_cells: list[str] = field(default_factory=list)
+    unfinished_cells: list[str] = field(default_factory=list)  # never reported: interrupted
     seconds: float = 0.0
     results_path: Path | None = None
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed_cells else 0
+        return 1 if self.failed_cells or self.unfinished_cells else 0
 
 
 def data_options(grid: Grid, options: SweepOptions) -> DataOptions:
@@ -212,7 +213,6 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     tracker.log_artifact(grid.path)
     progress = Progress(len(pending), console)
     recorder = SweepRecorder(grid, store, tracker, pending, progress)
-    interrupted = False
     try:
         with ray_session(options.address):
             resources = fit_resources(grid.resources.cpu, grid.resources.gpu)
@@ -225,7 +225,9 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
                 data=data_options(grid, options),
                 threads=max(1, int(resources.cpu)),
             )
-            order = StageOrder(to_train, {key: [c.cell_id for c in cells] for key, cells in groups.items()}, recorder.block)
+            slots = min(resources.slots, options.max_concurrent or resources.slots)
+            cells_by_key = {key: [c.cell_id for c in cells] for key, cells in groups.items()}
+            order = StageOrder(to_train, cells_by_key, recorder.block, max_attacks_in_flight=slots)
             settings = TuneSettings(
                 storage=store.root / "tune",
                 run_name=run_name.replace(" ", "_").replace(":", "-"),
@@ -235,18 +237,17 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
             )
             run_tune(order, context, ResultForwarder(recorder.record), len(to_train) + len(pending), settings)
     except KeyboardInterrupt:
-        interrupted = True
-        console.print("[yellow]interrupted[/yellow]: finished cells are saved; run the same command again to resume")
+        console.print("[yellow]interrupted[/yellow]")
     finally:
-        tracker.finish(failed=interrupted or any(r["status"] == "failed" for r in recorder.summary_rows))
+        recorded = {row["cell_id"]: row["status"] for row in recorder.summary_rows}
+        unfinished = [cid for cid in pending if cid not in recorded]
+        failed = any(status == "failed" for status in recorded.values())
+        tracker.finish("KILLED" if unfinished else "FAILED" if failed else "FINISHED")
 
-    recorded = {row["cell_id"]: row["status"] for row in recorder.summary_rows}
     for status in recorded.values():
         summary.counts[status] = summary.counts.get(status, 0) + 1
     summary.failed_cells = [pending[cid].tag() for cid, status in recorded.items() if status == "failed"]
-    if not interrupted:
-        missing = [pending[cid].tag() for cid in pending if cid not in recorded]
-        summary.failed_cells += missing  # a cell that never reported is not finished
+    summary.unfinished_cells = [pending[cid].tag() for cid in unfinished]
     summary.models_trained = recorder.models_trained
     summary.seconds = time.monotonic() - started
     summary.results_path = store.compact()
@@ -259,4 +260,9 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     )
     for tag in summary.failed_cells:
         console.print(f"[red]failed:[/red] {tag}")
+    if summary.unfinished_cells:
+        console.print(
+            f"[yellow]{len(summary.unfinished_cells)} cells did not run[/yellow] (the sweep was interrupted); "
+            "finished cells and trained models are kept: run the same command again to resume"
+        )
     return summary

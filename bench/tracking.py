@@ -69,9 +69,10 @@ class Tracker:
         self.client.set_terminated(run.info.run_id, status="FAILED" if failed else "FINISHED")
         return run.info.run_id
 
-    def finish(self, failed: bool) -> None:
+    def finish(self, status: str) -> None:
+        """End the parent run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
         if self.parent_id is not None:
-            self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")
+            self.client.set_terminated(self.parent_id, status=status)
 
     def _log(
         self,
