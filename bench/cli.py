@@ -103,6 +103,7 @@ def report(source: Path, results_dir: Path, fmt: str, out: Path | None) -> None:
     """Write the leaderboard and plots for SOURCE: a grid file or a results.parquet."""
     import pandas as pd
 
+    from bench.cells import expand
     from bench.report import FORMATS, write_report
     from bench.store import ResultStore
 
@@ -120,8 +121,9 @@ def report(source: Path, results_dir: Path, fmt: str, out: Path | None) -> None:
         if not store.row_files():
             click.echo(f"error: no results for grid {grid.name} under {store.root}; run `bench run {source}` first", err=True)
             sys.exit(EXIT_BAD_INPUT)
-        store.compact()
-        frame, default_out = store.load(), store.root / "report"
+        order = [cell.cell_id for cell in expand(grid)]
+        store.compact(order)
+        frame, default_out = store.load(order), store.root / "report"
     written = write_report(frame, out or default_out, fmt)
     for path in written:
         click.echo(str(path))

@@ -45,23 +45,30 @@ class ResultStore:
     def row_files(self) -> list[Path]:
         return sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []
 
-    def load(self) -> pd.DataFrame:
-        """Every row, one per cell, with the columns and types of ``bench.rows.SCHEMA``."""
+    def load(self, cell_order: list[str] | None = None) -> pd.DataFrame:
+        """Every row, one per cell, with the columns and types of ``bench.rows.SCHEMA``.
+
+        Rows follow ``cell_order`` (cell ids, e.g. the grid's expansion order) where given;
+        rows of cells not in it come last.
+        """
         files = self.row_files()
         if not files:
             return SCHEMA.empty_table().to_pandas()
-        tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-        return pa.concat_tables(tables).to_pandas()
+        frame = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()
+        if cell_order:
+            rank = {cell_id: i for i, cell_id in enumerate(cell_order)}
+            frame = frame.sort_values("cell_id", key=lambda ids: ids.map(rank).fillna(len(rank)), kind="stable")
+        return frame.reset_index(drop=True)
 
     def statuses(self) -> dict[str, str]:
         """cell_id → status of every stored row."""
         frame = self.load()
         return dict(zip(frame["cell_id"], frame["status"]))
 
-    def compact(self) -> Path:
-        """Rebuild ``results.parquet`` from the row files; return its path."""
+    def compact(self, cell_order: list[str] | None = None) -> Path:
+        """Rebuild ``results.parquet`` from the row files (in ``cell_order``); return its path."""
         self.root.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(self.load(), schema=SCHEMA, preserve_index=False)
+        table = pa.Table.from_pandas(self.load(cell_order), schema=SCHEMA, preserve_index=False)
         staging = self.root / f".results.{uuid.uuid4().hex[:8]}.tmp"
         pq.write_table(table, staging)
         os.replace(staging, self.results_path)

@@ -199,7 +199,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     )
     if not pending:
         console.print("Nothing to run: every cell is finished; no model is trained. `bench report` shows the results.")
-        summary.results_path = store.compact()
+        summary.results_path = store.compact([c.cell_id for c in all_cells])
         return summary
 
     groups = group_by_attack(list(pending.values()))
@@ -250,7 +250,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     summary.unfinished_cells = [pending[cid].tag() for cid in unfinished]
     summary.models_trained = recorder.models_trained
     summary.seconds = time.monotonic() - started
-    summary.results_path = store.compact()
+    summary.results_path = store.compact([c.cell_id for c in all_cells])
     tracker.log_artifact(summary.results_path)
     order = {cell.cell_id: i for i, cell in enumerate(all_cells)}
     console.print(summary_table(sorted(recorder.summary_rows, key=lambda r: order[r["cell_id"]])))
