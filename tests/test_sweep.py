@@ -136,16 +136,8 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server did not answer in 90 s"
-                time.sleep(0.5)
         uri = f"http://127.0.0.1:{port}"
+        _wait_for_health(uri, server)
         path = grid_file(tmp_path, TINY.format(gpu=0))
         summary = run_sweep(load_grid(path), SweepOptions(results_dir=tmp_path / "results", mlflow_uri=uri))
         assert summary.counts["ok"] == 2
@@ -178,3 +170,41 @@ def test_two_node_ray_cluster(tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return
+        except OSError:
+            assert process.poll() is None, "server exited"
+            assert time.monotonic() < deadline, f"{url} did not answer in {seconds} s"
+            time.sleep(0.5)
+
+
+def test_ui_serves_the_project_store(tmp_path):
+    import json
+
+    from bench.tracking import Tracker
+
+    results = tmp_path / "results"
+    Tracker(default_tracking_uri(results), "tiny", results / "mlartifacts").start("a run", {}, {})
+    port = _free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "bench", "ui", "--results-dir", str(results), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_health(url, ui)
+        request = urllib.request.Request(
+            f"{url}/api/2.0/mlflow/experiments/search", data=b'{"max_results": 10}',
+            headers={"Content-Type": "application/json"},
+        )
+        names = [e["name"] for e in json.load(urllib.request.urlopen(request, timeout=10))["experiments"]]
+        assert "tiny" in names
+    finally:
+        os.killpg(ui.pid, 15)
+        ui.wait(timeout=30)
