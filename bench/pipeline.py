@@ -97,8 +97,8 @@ def run_attack_stage(spec: AttackStageSpec, data_options: DataOptions, artifact_
     poisoned = poison_training_set(data.train, attack, index, spec.target, data.spec.num_classes).to(device)
 
     init_gen = make_generator(spec.seed, spec.key, "init")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_gen.initial_seed())  # weight init reads the default generator
+    with torch.random.fork_rng(devices=[]):  # weight init reads the default CPU generator; restored after
+        torch.default_generator.manual_seed(init_gen.initial_seed())
         model = build_model(spec.arch, data.spec).to(device)
     losses = train(model, poisoned, spec.train, data.spec.augmentation, make_generator(spec.seed, spec.key, "train"))
     metrics = evaluate(model, data.test.to(device), bd_test)

@@ -8,13 +8,13 @@ the target class cannot supply is an error.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
+from bench.counts import fraction_count
 from bench.imageset import ImageSet
 
 LabelMode = Literal["all2one", "all2all"]
@@ -41,10 +41,10 @@ class PoisonRatioError(ValueError):
 
 
 def poison_count(rho: float, n: int) -> int:
-    """Number of poisoned training samples: ``rho * n`` rounded half up; ``rho`` in (0, 1]."""
+    """Number of poisoned training samples: ``rho * n`` rounded half up (``fraction_count``); ``rho`` in (0, 1]."""
     if not 0.0 < rho <= 1.0:
         raise PoisonRatioError(f"poison ratio must be in (0, 1], got {rho}")
-    count = math.floor(rho * n + 0.5)
+    count = fraction_count(rho, n)
     if count < 1:
         raise PoisonRatioError(f"poison ratio {rho} poisons no sample of a training set of {n}")
     return count

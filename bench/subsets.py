@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from bench.counts import fraction_count
+
 
 def clean_subset_size(fraction: float, n: int) -> int:
-    """``fraction * n`` rounded half up, at least 1; ``fraction`` in (0, 1]."""
+    """``fraction * n`` rounded half up (``fraction_count``), at least 1; ``fraction`` in (0, 1]."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"clean fraction must be in (0, 1], got {fraction}")
-    return max(1, math.floor(fraction * n + 0.5))
+    return max(1, fraction_count(fraction, n))
 
 
 def class_balanced_index(y: Tensor, count: int, gen: torch.Generator) -> Tensor:

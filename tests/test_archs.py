@@ -1,0 +1,59 @@
+"""Every registered architecture: logits of the right shape, finite gradients for every parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.archs import build_model
+from bench.archs.base import Normalized
+from bench.registry import ARCHS
+
+SHAPES = [(3, 16), (1, 16)]  # (channels, side)
+
+
+@pytest.mark.parametrize(("channels", "size"), SHAPES, ids=[f"{c}x{s}x{s}" for c, s in SHAPES])
+@pytest.mark.parametrize("arch", ARCHS.names())
+def test_forward_and_backward(arch, channels, size, make_spec):
+    spec = make_spec(channels=channels, size=size, num_classes=10)
+    model = build_model(arch, spec)
+    x = torch.rand(4, channels, size, size, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 3, 7, 9])
+    logits = model(x)
+    assert logits.shape == (4, 10)
+    assert torch.isfinite(logits).all()
+    F.cross_entropy(logits, y).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, f"{name} gets no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name} has a non-finite gradient"
+    assert any(param.grad.abs().sum() > 0 for param in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ARCHS.names())
+def test_number_of_classes_follows_the_spec(arch, make_spec):
+    model = build_model(arch, make_spec(channels=3, size=8, num_classes=4)).eval()
+    assert model(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("arch", ARCHS.names())
+def test_state_dict_round_trips_between_builds(arch, make_spec):
+    """What an artifact stores (the state dict) loads strictly into a fresh build, and gives the same outputs."""
+    spec = make_spec(channels=3, size=8)
+    trained, fresh = build_model(arch, spec).eval(), build_model(arch, spec).eval()
+    with torch.no_grad():
+        for param in trained.parameters():
+            param.add_(0.01)
+    fresh.load_state_dict(trained.state_dict(), strict=True)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(fresh(x), trained(x))
+
+
+def test_normalized_subtracts_mean_and_divides_by_std_per_channel():
+    model = Normalized(nn.Identity(), mean=(0.5, 0.0), std=(0.25, 2.0))
+    x = torch.tensor([1.0, 0.5]).view(1, 2, 1, 1).expand(1, 2, 2, 2)
+    out = model(x)
+    assert torch.allclose(out[0, 0], torch.full((2, 2), 2.0))  # (1 − 0.5) / 0.25
+    assert torch.allclose(out[0, 1], torch.full((2, 2), 0.25))  # (0.5 − 0) / 2
+    assert "mean" not in model.state_dict() and "std" not in model.state_dict()
