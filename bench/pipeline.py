@@ -18,9 +18,8 @@ import torch
 from bench import __version__
 from bench.archs import build_model
 from bench.artifacts import load_artifact, save_artifact, verify_artifact
-from bench.datasets import load_dataset
 from bench.device import default_device, describe
-from bench.imageset import DataOptions, LoadedDataset
+from bench.imageset import LoadedDataset
 from bench.metrics import Metrics, der, evaluate
 from bench.poison import Target, backdoor_test_set, draw_poison_index, poison_training_set
 from bench.registry import ATTACKS, DEFENSES
@@ -86,11 +85,10 @@ def _backdoor_test(spec: AttackStageSpec, data: LoadedDataset):
     return attack, backdoor_test_set(data.test, attack, spec.target, data.spec.num_classes)
 
 
-def run_attack_stage(spec: AttackStageSpec, data_options: DataOptions, artifact_dir: Path) -> AttackOutcome:
-    """Poison the training set, train the backdoored model, evaluate it, save the artifact."""
+def run_attack_stage(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: Path) -> AttackOutcome:
+    """Poison ``data``'s training set, train the backdoored model, evaluate it, save the artifact."""
     start = time.perf_counter()
     device = default_device()
-    data = load_dataset(spec.dataset, data_options)
     attack, bd_test = _backdoor_test(spec, data)
     poison_gen = make_generator(spec.seed, spec.key, "poison-index")
     index = draw_poison_index(data.train.y, spec.poison_ratio, spec.target, attack.clean_label, poison_gen)
@@ -128,11 +126,10 @@ def attack_outcome_from_artifact(artifact_dir: Path) -> AttackOutcome | None:
     return AttackOutcome(Metrics(**meta["metrics"]), meta["n_poison"], meta["seconds"], meta["device"], meta["epoch_losses"])
 
 
-def run_defense_stage(spec: DefenseStageSpec, data_options: DataOptions, artifact_dir: Path) -> DefenseOutcome:
-    """Apply one defense to the attack artifact at ``artifact_dir`` and evaluate before and after."""
+def run_defense_stage(spec: DefenseStageSpec, data: LoadedDataset, artifact_dir: Path) -> DefenseOutcome:
+    """Apply one defense to the attack artifact at ``artifact_dir`` and evaluate before and after on ``data``."""
     start = time.perf_counter()
     device = default_device()
-    data = load_dataset(spec.attack.dataset, data_options)
     artifact = load_artifact(artifact_dir)
     before = Metrics(**artifact.meta["metrics"])
     model = build_model(spec.attack.arch, data.spec)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ray import tune
 from ray.tune.search import Searcher
 
-from bench.imageset import DataOptions
+from bench.imageset import LoadedDataset
 from bench.pipeline import (
     AttackStageSpec,
     DefenseStageSpec,
@@ -85,17 +85,17 @@ class StageOrder(Searcher):
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial needs, shipped once through Ray's object store."""
+    """What every trial needs, shipped once through Ray's object store, datasets included."""
 
     attacks: dict[str, AttackStageSpec]
     cells: dict[str, DefenseStageSpec]
     artifacts_dir: str
-    data: DataOptions
+    datasets: dict[str, LoadedDataset]
     threads: int
 
 
 def _attack_result(spec: AttackStageSpec, context: TrialContext) -> dict[str, Any]:
-    outcome = run_attack_stage(spec, context.data, Path(context.artifacts_dir) / spec.key)
+    outcome = run_attack_stage(spec, context.datasets[spec.dataset], Path(context.artifacts_dir) / spec.key)
     return {
         "status": "ok",
         "acc": outcome.metrics.acc,
@@ -110,7 +110,7 @@ def _attack_result(spec: AttackStageSpec, context: TrialContext) -> dict[str, An
 
 def _defense_result(spec: DefenseStageSpec, context: TrialContext) -> dict[str, Any]:
     artifact_dir = Path(context.artifacts_dir) / spec.attack.key
-    outcome = run_defense_stage(spec, context.data, artifact_dir)
+    outcome = run_defense_stage(spec, context.datasets[spec.attack.dataset], artifact_dir)
     attack = attack_outcome_from_artifact(artifact_dir)
     after = outcome.after
     nan = float("nan")

@@ -22,7 +22,8 @@ from bench.artifacts import verify_artifact
 from bench.cells import Cell, expand, group_by_attack
 from bench.cluster import fit_resources, ray_session
 from bench.grid import Grid
-from bench.imageset import DataOptions
+from bench.datasets import load_dataset
+from bench.imageset import DataOptions, LoadedDataset
 from bench.progress import Progress, summary_table
 from bench.provenance import Provenance, current, utc_now
 from bench.rows import COLUMNS
@@ -182,10 +183,58 @@ class SweepRecorder:
         self.progress.cell(cell.tag(), row["status"], detail)
 
 
-def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None) -> SweepSummary:
-    """Run every cell of ``grid`` not finished before; return what happened."""
+def load_datasets(names: set[str], options: DataOptions) -> tuple[dict[str, LoadedDataset], dict[str, Exception]]:
+    """Load each dataset once, in the driver; a failure is kept, not raised, so other datasets still run."""
+    loaded, failed = {}, {}
+    for name in sorted(names):
+        try:
+            loaded[name] = load_dataset(name, options)
+        except Exception as error:  # DatasetUnavailableError, or a broken file: the cells say why
+            failed[name] = error
+    return loaded, failed
+
+
+def _schedule(
+    grid: Grid,
+    options: SweepOptions,
+    store: ResultStore,
+    groups: dict[str, list[Cell]],
+    to_train: list[str],
+    datasets: dict[str, LoadedDataset],
+    recorder: SweepRecorder,
+    console: Console,
+    run_name: str,
+) -> None:
+    """Run the attack trials ``to_train`` and every cell of ``groups`` as one Tune run."""
     from bench.schedule import ResultForwarder, StageOrder, TrialContext, TuneSettings, run_tune
 
+    with ray_session(options.address):
+        resources = fit_resources(grid.resources.cpu, grid.resources.gpu)
+        for notice in resources.notices:
+            console.print(f"[yellow]notice:[/yellow] {notice}")
+        cells = [cell for group in groups.values() for cell in group]
+        context = TrialContext(
+            attacks={key: groups[key][0].attack_stage() for key in to_train},
+            cells={cell.cell_id: cell.defense_stage() for cell in cells},
+            artifacts_dir=str(store.artifacts_dir),
+            datasets=datasets,
+            threads=max(1, int(resources.cpu)),
+        )
+        slots = min(resources.slots, options.max_concurrent or resources.slots)
+        cells_by_key = {key: [c.cell_id for c in group] for key, group in groups.items()}
+        order = StageOrder(to_train, cells_by_key, recorder.block, max_attacks_in_flight=slots)
+        settings = TuneSettings(
+            storage=store.root / "tune",
+            run_name=run_name.replace(" ", "_").replace(":", "-"),
+            cpu=resources.cpu,
+            gpu=resources.gpu,
+            max_concurrent=options.max_concurrent,
+        )
+        run_tune(order, context, ResultForwarder(recorder.record), len(to_train) + len(cells), settings)
+
+
+def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None) -> SweepSummary:
+    """Run every cell of ``grid`` not finished before; return what happened."""
     console = console or Console(soft_wrap=True)
     started = time.monotonic()
     store = ResultStore(Path(options.results_dir) / grid.name)
@@ -213,29 +262,16 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     tracker.log_artifact(grid.path)
     progress = Progress(len(pending), console)
     recorder = SweepRecorder(grid, store, tracker, pending, progress)
+
+    datasets, unavailable = load_datasets({c.dataset for c in pending.values()}, data_options(grid, options))
+    for name, error in unavailable.items():
+        console.print(f"[red]dataset {name} is unavailable:[/red] {error}")
+        blocked = [key for key, cells in groups.items() if cells[0].dataset == name]
+        recorder.block([c.cell_id for key in blocked for c in groups.pop(key)], f"{type(error).__name__}: {error}")
+        to_train = [key for key in to_train if key not in blocked]
     try:
-        with ray_session(options.address):
-            resources = fit_resources(grid.resources.cpu, grid.resources.gpu)
-            for notice in resources.notices:
-                console.print(f"[yellow]notice:[/yellow] {notice}")
-            context = TrialContext(
-                attacks={key: groups[key][0].attack_stage() for key in to_train},
-                cells={cid: cell.defense_stage() for cid, cell in pending.items()},
-                artifacts_dir=str(store.artifacts_dir),
-                data=data_options(grid, options),
-                threads=max(1, int(resources.cpu)),
-            )
-            slots = min(resources.slots, options.max_concurrent or resources.slots)
-            cells_by_key = {key: [c.cell_id for c in cells] for key, cells in groups.items()}
-            order = StageOrder(to_train, cells_by_key, recorder.block, max_attacks_in_flight=slots)
-            settings = TuneSettings(
-                storage=store.root / "tune",
-                run_name=run_name.replace(" ", "_").replace(":", "-"),
-                cpu=resources.cpu,
-                gpu=resources.gpu,
-                max_concurrent=options.max_concurrent,
-            )
-            run_tune(order, context, ResultForwarder(recorder.record), len(to_train) + len(pending), settings)
+        if groups:
+            _schedule(grid, options, store, groups, to_train, datasets, recorder, console, run_name)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
     finally:

@@ -10,6 +10,7 @@ import torch
 
 import bench.pipeline
 from bench.artifacts import ArtifactError, load_artifact, verify_artifact
+from bench.datasets import load_dataset
 from bench.imageset import DataOptions
 from bench.metrics import Metrics
 from bench.pipeline import (
@@ -55,16 +56,16 @@ def defense_spec(attack: AttackStageSpec, name: str, params: object, cell_id: st
 def attacked(tmp_path_factory):
     """One attack stage, shared by the tests below; records the global RNG state around it."""
     root = tmp_path_factory.mktemp("pipeline")
-    options = DataOptions(root=root / "data", download=False)
+    data = load_dataset("digits", DataOptions(root=root / "data", download=False))
     spec = attack_spec()
     cpu_rng = torch.get_rng_state()
     accelerator_seeds: list[tuple[str, int]] = []
     with pytest.MonkeyPatch.context() as patch:  # torch.manual_seed seeds these too, with no device present
         for name in ("manual_seed", "manual_seed_all"):
             patch.setattr(torch.cuda, name, lambda seed, name=name: accelerator_seeds.append((name, seed)))
-        outcome = run_attack_stage(spec, options, root / "artifacts" / spec.key)
+        outcome = run_attack_stage(spec, data, root / "artifacts" / spec.key)
     return dict(
-        spec=spec, options=options, dir=root / "artifacts" / spec.key, outcome=outcome,
+        spec=spec, data=data, dir=root / "artifacts" / spec.key, outcome=outcome,
         cpu_rng_before=cpu_rng, cpu_rng_after=torch.get_rng_state(), accelerator_seeds=accelerator_seeds,
     )
 
@@ -107,7 +108,7 @@ def test_attack_stage_seeds_no_accelerator_generator(attacked):
 
 def test_none_defense_keeps_the_metrics(attacked):
     spec = defense_spec(attacked["spec"], "none", DEFENSES.get("none").Params())
-    outcome = run_defense_stage(spec, attacked["options"], attacked["dir"])
+    outcome = run_defense_stage(spec, attacked["data"], attacked["dir"])
     assert outcome.status == "ok" and outcome.error == ""
     assert outcome.before == attacked["outcome"].metrics
     assert outcome.after == outcome.before
@@ -117,7 +118,7 @@ def test_none_defense_keeps_the_metrics(attacked):
 
 def test_fine_tuning_defense_stage(attacked):
     spec = defense_spec(attacked["spec"], "ft", FineTuneParams(epochs=1, batch_size=32))
-    outcome = run_defense_stage(spec, attacked["options"], attacked["dir"])
+    outcome = run_defense_stage(spec, attacked["data"], attacked["dir"])
     assert outcome.status == "ok"
     assert outcome.n_clean == clean_subset_size(CLEAN_FRACTION, DIGITS_TRAIN) == 72
     assert in_unit_interval(outcome.after)
@@ -139,7 +140,7 @@ class _OnlyDiverging:
 def test_diverging_defense_is_reported_not_raised(attacked, monkeypatch):
     monkeypatch.setattr(bench.pipeline, "DEFENSES", _OnlyDiverging())
     spec = defense_spec(attacked["spec"], "ft", _Diverges.Params())
-    outcome = run_defense_stage(spec, attacked["options"], attacked["dir"])
+    outcome = run_defense_stage(spec, attacked["data"], attacked["dir"])
     assert outcome.status == "diverged"
     assert outcome.after is None and outcome.der is None
     assert "not finite" in outcome.error and "3" in outcome.error
@@ -150,13 +151,13 @@ def test_diverging_defense_is_reported_not_raised(attacked, monkeypatch):
 def test_defense_stage_without_an_artifact_raises(attacked, tmp_path):
     spec = defense_spec(attacked["spec"], "none", DEFENSES.get("none").Params())
     with pytest.raises(ArtifactError):
-        run_defense_stage(spec, attacked["options"], tmp_path / "missing")
+        run_defense_stage(spec, attacked["data"], tmp_path / "missing")
 
 
 def test_attack_stage_is_reproducible(attacked, tmp_path):
     """The same spec gives the same poison index and, on the CPU, the same weights (CUDA kernels may not be bitwise)."""
     again = tmp_path / "again"
-    outcome = run_attack_stage(attacked["spec"], attacked["options"], again)
+    outcome = run_attack_stage(attacked["spec"], attacked["data"], again)
     first, second = load_artifact(attacked["dir"]), load_artifact(again)
     assert torch.equal(first.poison_index, second.poison_index)
     if outcome.device == "cpu":
@@ -170,6 +171,6 @@ def test_attack_stage_does_not_touch_the_global_cuda_generator(tmp_path):
     torch.cuda.init()
     before = torch.cuda.get_rng_state_all()
     spec = attack_spec(key="cuda-rng", train=TrainConfig(epochs=1, batch_size=256, lr=0.05))
-    run_attack_stage(spec, DataOptions(root=tmp_path / "data", download=False), tmp_path / "artifact")
+    run_attack_stage(spec, load_dataset("digits", DataOptions(root=tmp_path, download=False)), tmp_path / "artifact")
     after = torch.cuda.get_rng_state_all()
     assert all(torch.equal(a, b) for a, b in zip(before, after))

@@ -115,7 +115,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert set(rows.loc["digits", "status"]) == {"ok"}
     failed = rows.loc["cifar10"]
     assert set(failed["status"]) == {"failed"}
-    assert failed["error"].str.contains("DatasetUnavailableError").all()
+    assert failed["error"].str.startswith("DatasetUnavailableError: cifar10 is not available").all()
     assert failed["error"].str.contains("cifar-10-batches-py").all()
     assert failed["acc_after"].isna().all()  # missing metrics are NaN, never 0
 
@@ -149,24 +149,22 @@ def test_logs_to_a_real_mlflow_server(tmp_path):
 
 
 def test_two_node_ray_cluster(tmp_path):
+    """The driver's head node has no CPUs, so every trial runs on the other node, away from the driver."""
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    worker = cluster.add_node(num_cpus=2)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        # Two attack trials, pending together, each needing a node's only CPU: one per node.
         path = grid_file(tmp_path, TINY.format(gpu=0).replace("poison_ratios: [0.1]", "poison_ratios: [0.1, 0.05]"))
         results = tmp_path / "results"
         summary = run_sweep(load_grid(path), SweepOptions(results_dir=results, address=cluster.address))
         assert summary.counts["ok"] == 4 and summary.models_trained == 2
-        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert len(nodes) == 2
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         attack_nodes = {r.data.tags[NODE_TAG] for r in runs(default_tracking_uri(results), "attack")}
-        assert attack_nodes == nodes
         rows = pd.read_parquet(results / "tiny" / "results.parquet")
-        assert set(rows["node"]) <= nodes
+        assert attack_nodes | set(rows["node"]) == {worker.node_id}
     finally:
         ray.shutdown()
         cluster.shutdown()
