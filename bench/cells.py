@@ -42,6 +42,7 @@ class Cell:
     clean_fraction: float
     seed: int
     train: TrainConfig
+    metrics: tuple[str, ...] = ()  # extra metrics measured before and after the defense
 
     def attack_content(self) -> dict[str, Any]:
         """Everything that determines the backdoored model's weights."""
@@ -61,13 +62,14 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        return stable_hash(
-            {
-                "attack_key": self.attack_key,
-                "defense": {"name": self.defense.name, "params": self.defense.params_dict},
-                "clean_fraction": self.clean_fraction,
-            }
-        )
+        content = {
+            "attack_key": self.attack_key,
+            "defense": {"name": self.defense.name, "params": self.defense.params_dict},
+            "clean_fraction": self.clean_fraction,
+        }
+        if self.metrics:  # a cell that measures more is another cell; without extras, ids stay as they were
+            content["metrics"] = sorted(self.metrics)
+        return stable_hash(content)
 
     def axis_values(self) -> dict[str, Any]:
         """The values an ``exclude`` rule can match on."""
@@ -103,6 +105,7 @@ class Cell:
             defense=self.defense.name,
             defense_params=self.defense.params,
             clean_fraction=self.clean_fraction,
+            extra_metrics=self.metrics,
         )
 
     def tag(self) -> str:
@@ -130,7 +133,7 @@ def is_excluded(cell: Cell, rules: tuple[dict[str, Any], ...]) -> bool:
 def expand(grid: Grid) -> list[Cell]:
     """All cells of ``grid`` not excluded, in a fixed order (the order of the grid's axes)."""
     cells = [
-        Cell(dataset, arch, attack, rho, target, defense, fraction, seed, grid.train)
+        Cell(dataset, arch, attack, rho, target, defense, fraction, seed, grid.train, grid.metrics)
         for seed, dataset, arch, attack, rho, target, defense, fraction in itertools.product(
             grid.seeds,
             grid.datasets,

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.datasets import dataset_spec
+from bench.extra_metrics import EXTRA_METRICS
 from bench.poison import Target
 from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, Registry, UnknownNameError
 from bench.train import TrainConfig
@@ -72,6 +73,7 @@ class GridFile(_Strict):
     resources: Resources = Resources()
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     data: DataSettings = DataSettings()
+    metrics: list[str] = Field(default_factory=list)  # optional extra metrics: mia, sharpness
 
 
 # ---- the validated grid -------------------------------------------------------------
@@ -123,6 +125,7 @@ class Grid:
     resources: Resources
     exclude: tuple[dict[str, Any], ...]
     data: DataSettings
+    metrics: tuple[str, ...]
     text: str  # the file as read
 
     @property
@@ -140,6 +143,7 @@ class Grid:
             "clean_fractions": self.clean_fractions,
             "train": dataclasses.asdict(self.train),
             "exclude": self.exclude,
+            "metrics": self.metrics,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -279,6 +283,12 @@ def _validate(raw: Any, path: Path, text: str) -> Grid:
                 )
 
     _check_exclude(file.exclude)
+    _check_unique(list(file.metrics), "metrics")
+    for i, name in enumerate(file.metrics):
+        if name not in EXTRA_METRICS:
+            close = difflib.get_close_matches(name, list(EXTRA_METRICS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise GridError(f"metrics[{i}]: unknown metric {name!r}{hint} (known: {', '.join(EXTRA_METRICS)})")
     return Grid(
         name=file.name,
         path=path,
@@ -294,6 +304,7 @@ def _validate(raw: Any, path: Path, text: str) -> Grid:
         resources=file.resources,
         exclude=tuple(file.exclude),
         data=file.data,
+        metrics=tuple(file.metrics),
         text=text,
     )
 

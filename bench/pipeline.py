@@ -20,6 +20,7 @@ from bench.archs import build_model
 from bench.artifacts import load_artifact, save_artifact, verify_artifact
 from bench.device import default_device, describe
 from bench.imageset import LoadedDataset
+from bench.extra_metrics import EXTRA_METRICS, Probe, draw_probe
 from bench.metrics import Metrics, der, evaluate
 from bench.poison import Target, backdoor_test_set, draw_poison_index, poison_training_set
 from bench.registry import ATTACKS, DEFENSES
@@ -53,6 +54,7 @@ class DefenseStageSpec:
     defense: str
     defense_params: object
     clean_fraction: float
+    extra_metrics: tuple[str, ...] = ()  # keys of bench.extra_metrics.EXTRA_METRICS
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class DefenseOutcome:
     error: str = ""
     epoch_losses: list[float] = field(default_factory=list)
     detection: dict[str, float] | None = None
+    extra_before: dict[str, float] = field(default_factory=dict)
+    extra_after: dict[str, float] = field(default_factory=dict)
 
 
 def _backdoor_test(spec: AttackStageSpec, data: LoadedDataset):
@@ -144,8 +148,11 @@ def run_defense_stage(spec: DefenseStageSpec, data: LoadedDataset, artifact_dir:
         clean = data.train.subset(class_balanced_index(data.train.y, count, gen)).to(device)
     else:
         clean = data.train.subset(torch.empty(0, dtype=torch.int64)).to(device)
+    probe = _probe(spec, data, artifact.poison_index) if spec.extra_metrics else None
+    extra_before = _extra_metrics(spec.extra_metrics, model, probe)
+
     ctx = DefenseContext(spec=data.spec, generator=make_generator(spec.attack.seed, spec.cell_id, "defense"), device=device)
-    common = dict(before=before, n_clean=len(clean), device=describe(device))
+    common = dict(before=before, n_clean=len(clean), device=describe(device), extra_before=extra_before)
     try:
         output = defense.run(model, clean, ctx)
     except TrainingDiverged as diverged:
@@ -158,5 +165,18 @@ def run_defense_stage(spec: DefenseStageSpec, data: LoadedDataset, artifact_dir:
         raise RuntimeError(f"non-finite metrics after {spec.defense}: {after}")
     return DefenseOutcome(
         status="ok", after=after, der=der(before, after), seconds=time.perf_counter() - start,
-        epoch_losses=output.epoch_losses, detection=output.detection, **common,
+        epoch_losses=output.epoch_losses, detection=output.detection,
+        extra_after=_extra_metrics(spec.extra_metrics, output.model, probe), **common,
     )
+
+
+def _probe(spec: DefenseStageSpec, data: LoadedDataset, poison_index: torch.Tensor) -> Probe:
+    """The extra metrics' fixed images; members are the training images the attack left clean."""
+    unpoisoned = torch.ones(len(data.train), dtype=torch.bool)
+    unpoisoned[poison_index] = False
+    members = data.train.subset(torch.nonzero(unpoisoned).flatten())
+    return draw_probe(members, data.test, make_generator(spec.attack.seed, spec.attack.key, "probe"))
+
+
+def _extra_metrics(names: tuple[str, ...], model: torch.nn.Module, probe: Probe | None) -> dict[str, float]:
+    return {name: EXTRA_METRICS[name](model, probe) for name in names}

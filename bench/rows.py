@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from bench.extra_metrics import EXTRA_METRICS
+
 STATUSES = ("ok", "failed", "diverged")
 
 AXIS_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -39,6 +41,11 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "der",
 )
 
+# Optional metrics (grid key ``metrics``), NaN where a grid did not ask for them.
+EXTRA_METRIC_COLUMNS: tuple[str, ...] = tuple(
+    f"{name}_{when}" for name in EXTRA_METRICS for when in ("before", "after")
+)
+
 SCHEMA = pa.schema(
     [
         *AXIS_COLUMNS,
@@ -47,6 +54,8 @@ SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         *[(name, pa.float64()) for name in METRIC_COLUMNS],
+        *[(name, pa.float64()) for name in EXTRA_METRIC_COLUMNS],
+        ("detection", pa.string()),  # JSON of a detecting defense's output; "" otherwise
         ("n_poison", pa.int64()),
         ("n_clean", pa.int64()),
         ("attack_seconds", pa.float64()),

@@ -130,6 +130,9 @@ def _defense_result(spec: DefenseStageSpec, context: TrialContext) -> dict[str, 
         "stage_seconds": outcome.seconds,
         "device": outcome.device,
         "epoch_losses": outcome.epoch_losses,
+        "detection": outcome.detection or {},
+        **{f"{name}_before": value for name, value in outcome.extra_before.items()},
+        **{f"{name}_after": value for name, value in outcome.extra_after.items()},
     }
 
 

@@ -26,7 +26,7 @@ from bench.datasets import load_dataset
 from bench.imageset import DataOptions, LoadedDataset
 from bench.progress import Progress, summary_table
 from bench.provenance import Provenance, current, utc_now
-from bench.rows import COLUMNS
+from bench.rows import COLUMNS, EXTRA_METRIC_COLUMNS, METRIC_COLUMNS
 from bench.store import ResultStore
 from bench.tracking import CELL_TAG, GRID_HASH_TAG, NODE_TAG, Tracker, default_tracking_uri
 
@@ -104,8 +104,9 @@ def _row(grid: Grid, cell: Cell, result: dict[str, Any], prov: Provenance) -> di
         git_commit=prov.git_commit,
         grid_hash=grid.hash,
         finished_at=utc_now(),
+        detection=_json(result["detection"]) if result.get("detection") else "",
     )
-    for name in ("acc_before", "asr_before", "ra_before", "acc_after", "asr_after", "ra_after", "der", "attack_seconds"):
+    for name in (*METRIC_COLUMNS, *EXTRA_METRIC_COLUMNS, "attack_seconds"):
         if name in result:
             row[name] = float(result[name])
     if "stage_seconds" in result:
@@ -165,8 +166,7 @@ class SweepRecorder:
         params = {k: row[k] for k in ("dataset", "arch", "attack", "attack_params", "poison_ratio", "target_mode",
                                       "target_label", "defense", "defense_params", "clean_fraction", "seed",
                                       "attack_key", "n_clean", "n_poison", "device")}
-        metrics = {k: row[k] for k in ("acc_before", "asr_before", "ra_before", "acc_after", "asr_after",
-                                       "ra_after", "der", "attack_seconds", "defense_seconds")}
+        metrics = {k: row[k] for k in (*METRIC_COLUMNS, *EXTRA_METRIC_COLUMNS, "attack_seconds", "defense_seconds")}
         self.tracker.log_stage(
             name=cell.tag(),
             stage="defense",

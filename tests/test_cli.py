@@ -66,7 +66,7 @@ def _fake_rows(grid, statuses):
             target_mode="all2one", target_label=0, defense=cell.defense.name, defense_label=cell.defense.label,
             defense_params="{}", clean_fraction=cell.clean_fraction, seed=cell.seed, cell_id=cell.cell_id,
             attack_key=cell.attack_key, status=status, error="", n_poison=1, n_clean=1, device="cpu", node="",
-            torch_version="", bench_version="", git_commit="", grid_hash=grid.hash, finished_at="",
+            torch_version="", bench_version="", git_commit="", grid_hash=grid.hash, finished_at="", detection="",
         )
         if status == "ok":
             row.update(acc_before=0.9, asr_before=1.0, ra_before=0.0, acc_after=0.9 - 0.01 * i,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import replace
 
@@ -174,3 +176,12 @@ def test_attack_stage_does_not_touch_the_global_cuda_generator(tmp_path):
     run_attack_stage(spec, load_dataset("digits", DataOptions(root=tmp_path, download=False)), tmp_path / "artifact")
     after = torch.cuda.get_rng_state_all()
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_extra_metrics_before_and_after(attacked):
+    base = defense_spec(attacked["spec"], "none", DEFENSES.get("none").Params())
+    spec = dataclasses.replace(base, extra_metrics=("mia", "sharpness"))
+    outcome = run_defense_stage(spec, attacked["data"], attacked["dir"])
+    assert set(outcome.extra_before) == set(outcome.extra_after) == {"mia", "sharpness"}
+    assert outcome.extra_after == outcome.extra_before  # no defense: the same model, the same probe
+    assert 0.0 <= outcome.extra_before["mia"] <= 1.0 and outcome.extra_before["sharpness"] > 0
