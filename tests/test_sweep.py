@@ -80,8 +80,14 @@ def test_run_records_rows_and_runs_then_resumes_without_training(tmp_path):
     ft_run = next(r for r in cell_runs if r.data.params["defense"] == "ft")
     assert ft_run.data.metrics["acc_after"] == pytest.approx(rows.loc[rows["defense"] == "ft", "acc_after"].item())
     assert ft_run.info.status == "FINISHED"
-    history = MlflowClient(tracking_uri=uri).get_metric_history(attack_runs[0].info.run_id, "train_loss")
+    client = MlflowClient(tracking_uri=uri)
+    history = client.get_metric_history(attack_runs[0].info.run_id, "train_loss")
     assert len(history) == 2  # one point per attack-training epoch
+    parent = client.get_run(ft_run.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"tiny.yaml", "results.parquet", "report"} <= top
+    assert "report/leaderboard.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
     row_files = sorted((results / "tiny" / "rows").glob("*.parquet"))
     stamps = [f.stat().st_mtime_ns for f in row_files]
