@@ -1,4 +1,11 @@
-"""The interface every attack implements."""
+"""The interface every attack implements, with its extension points.
+
+Static attacks implement ``apply`` only. Attacks that need a learned resource (a
+surrogate model, an encoder, reflection images) build it in ``prepare``; attacks that
+control training (WaNet's noise mode, Input-aware, LIRA, BPP) wrap the classifier's
+update in ``training_update``; state that the test-time trigger needs goes through
+``state_dict``/``load_state_dict`` and is saved with the backdoored model.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,27 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from bench.imageset import DatasetSpec
-from bench.poison import LABEL_MODES
+from bench.imageset import DatasetSpec, LoadedDataset
+from bench.poison import LABEL_MODES, Target
+from bench.train import Update
 
 
 @dataclass(frozen=True)
 class NoParams:
     """For methods without parameters."""
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack may use while it prepares and trains: the threat model and its randomness."""
+
+    target: Target
+    poison_ratio: float
+    generator: torch.Generator
+    device: torch.device
 
 
 class Attack(ABC):
@@ -23,11 +42,14 @@ class Attack(ABC):
     ``Params`` is the frozen dataclass of the attack's grid parameters, with defaults.
     ``clean_label`` attacks keep the labels of the samples they poison.
     ``label_modes`` lists the target modes the attack supports.
+    ``poisons_dataset`` is False for attacks that poison batches during training instead
+    of a fixed set of training samples (their poison index is empty).
     """
 
     Params: ClassVar[type] = NoParams
     clean_label: ClassVar[bool] = False
     label_modes: ClassVar[tuple[str, ...]] = LABEL_MODES
+    poisons_dataset: ClassVar[bool] = True
 
     def __init__(self, params: object, spec: DatasetSpec) -> None:
         if not isinstance(params, self.Params):
@@ -36,4 +58,24 @@ class Attack(ABC):
 
     @abstractmethod
     def apply(self, x: Tensor) -> Tensor:
-        """Stamp the trigger, deterministically: uint8 ``[N, C, H, W]`` → uint8 ``[N, C, H, W]``."""
+        """The test-time trigger, deterministic: uint8 ``[N, C, H, W]`` → uint8 ``[N, C, H, W]``."""
+
+    def poison_inputs(self, x: Tensor, y: Tensor) -> Tensor:
+        """The poisoned training images for rows ``x`` (uint8) with true labels ``y``; default ``apply(x)``."""
+        return self.apply(x)
+
+    def prepare(self, data: LoadedDataset, ctx: AttackContext) -> None:
+        """Build learned resources before poisoning (default: none). Must be reproducible from ``ctx.generator``."""
+
+    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
+        """Wrap the classifier's update to control training (default: unchanged)."""
+        return update
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors the test-time trigger needs after training (default: none); saved with the model."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what ``state_dict`` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(state)}")

@@ -1,7 +1,8 @@
 """Content-addressed attack artifacts: a backdoored model, its poison index and its metrics.
 
 ``<root>/<attack_key>/`` holds ``model.pt`` (state dict), ``poison_index.pt`` (int64
-``[K]``) and ``meta.json`` (metrics, counts and the sha256 of both tensor files). A
+``[K]``), ``attack_state.pt`` (what the test-time trigger needs; often empty) and
+``meta.json`` (metrics, counts and the sha256 of the tensor files). A
 directory appears complete or not at all (written beside, then renamed), and is
 trusted only after its hashes check out.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-TENSOR_FILES = ("model.pt", "poison_index.pt")
+TENSOR_FILES = ("model.pt", "poison_index.pt", "attack_state.pt")
 
 
 class ArtifactError(RuntimeError):
@@ -31,6 +32,7 @@ class ArtifactError(RuntimeError):
 class Artifact:
     state_dict: dict[str, Tensor]
     poison_index: Tensor
+    attack_state: dict[str, Tensor]
     meta: dict[str, Any]
 
 
@@ -42,7 +44,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_artifact(directory: Path, state_dict: dict[str, Tensor], poison_index: Tensor, meta: dict[str, Any]) -> None:
+def save_artifact(
+    directory: Path,
+    state_dict: dict[str, Tensor],
+    poison_index: Tensor,
+    meta: dict[str, Any],
+    attack_state: dict[str, Tensor] | None = None,
+) -> None:
     """Write the artifact atomically; an existing verified artifact of the same key is kept."""
     directory = Path(directory)
     staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -50,6 +58,7 @@ def save_artifact(directory: Path, state_dict: dict[str, Tensor], poison_index: 
     try:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, staging / "model.pt")
         torch.save(poison_index.cpu(), staging / "poison_index.pt")
+        torch.save({k: v.detach().cpu() for k, v in (attack_state or {}).items()}, staging / "attack_state.pt")
         hashes = {name: sha256_file(staging / name) for name in TENSOR_FILES}
         (staging / "meta.json").write_text(json.dumps({**meta, "sha256": hashes}, indent=2, sort_keys=True))
         if directory.exists():
@@ -86,5 +95,6 @@ def load_artifact(directory: Path) -> Artifact:
     return Artifact(
         state_dict=torch.load(Path(directory) / "model.pt", weights_only=True, map_location="cpu"),
         poison_index=torch.load(Path(directory) / "poison_index.pt", weights_only=True, map_location="cpu"),
+        attack_state=torch.load(Path(directory) / "attack_state.pt", weights_only=True, map_location="cpu"),
         meta=read_meta(directory),
     )

@@ -26,7 +26,8 @@ from bench.poison import Target, backdoor_test_set, draw_poison_index, poison_tr
 from bench.registry import ATTACKS, DEFENSES
 from bench.seeding import make_generator
 from bench.subsets import class_balanced_index, clean_subset_size
-from bench.train import TrainConfig, TrainingDiverged, train
+from bench.train import GradientStep, TrainConfig, TrainingDiverged, sgd, train
+from attacks.base import Attack, AttackContext
 from defenses.base import DefenseContext
 
 
@@ -84,25 +85,34 @@ class DefenseOutcome:
     extra_after: dict[str, float] = field(default_factory=dict)
 
 
-def _backdoor_test(spec: AttackStageSpec, data: LoadedDataset):
+def _attack(spec: AttackStageSpec, data: LoadedDataset, state: dict[str, torch.Tensor] | None = None) -> Attack:
     attack = ATTACKS.get(spec.attack)(spec.attack_params, data.spec)
-    return attack, backdoor_test_set(data.test, attack, spec.target, data.spec.num_classes)
+    if state is not None:
+        attack.load_state_dict(state)
+    return attack
 
 
 def run_attack_stage(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: Path) -> AttackOutcome:
     """Poison ``data``'s training set, train the backdoored model, evaluate it, save the artifact."""
     start = time.perf_counter()
     device = default_device()
-    attack, bd_test = _backdoor_test(spec, data)
-    poison_gen = make_generator(spec.seed, spec.key, "poison-index")
-    index = draw_poison_index(data.train.y, spec.poison_ratio, spec.target, attack.clean_label, poison_gen)
+    attack = _attack(spec, data)
+    ctx = AttackContext(spec.target, spec.poison_ratio, make_generator(spec.seed, spec.key, "attack"), device)
+    attack.prepare(data, ctx)
+    if attack.poisons_dataset:
+        poison_gen = make_generator(spec.seed, spec.key, "poison-index")
+        index = draw_poison_index(data.train.y, spec.poison_ratio, spec.target, attack.clean_label, poison_gen)
+    else:
+        index = torch.empty(0, dtype=torch.int64)
     poisoned = poison_training_set(data.train, attack, index, spec.target, data.spec.num_classes).to(device)
 
     init_gen = make_generator(spec.seed, spec.key, "init")
     with torch.random.fork_rng(devices=[]):  # weight init reads the default CPU generator; restored after
         torch.default_generator.manual_seed(init_gen.initial_seed())
         model = build_model(spec.arch, data.spec).to(device)
-    losses = train(model, poisoned, spec.train, data.spec.augmentation, make_generator(spec.seed, spec.key, "train"))
+    update = attack.training_update(GradientStep(model, sgd(model, spec.train)), model, ctx)
+    losses = train(model, poisoned, spec.train, data.spec.augmentation, make_generator(spec.seed, spec.key, "train"), update)
+    bd_test = backdoor_test_set(data.test, attack, spec.target, data.spec.num_classes)
     metrics = evaluate(model, data.test.to(device), bd_test)
     seconds = time.perf_counter() - start
     save_artifact(
@@ -118,6 +128,7 @@ def run_attack_stage(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: P
             "epoch_losses": losses,
             "bench_version": __version__,
         },
+        attack.state_dict(),
     )
     return AttackOutcome(metrics, int(len(index)), seconds, describe(device), losses)
 
@@ -139,7 +150,8 @@ def run_defense_stage(spec: DefenseStageSpec, data: LoadedDataset, artifact_dir:
     model = build_model(spec.attack.arch, data.spec)
     model.load_state_dict(artifact.state_dict)
     model.to(device)
-    _, bd_test = _backdoor_test(spec.attack, data)
+    attack = _attack(spec.attack, data, artifact.attack_state)
+    bd_test = backdoor_test_set(data.test, attack, spec.attack.target, data.spec.num_classes)
 
     defense = DEFENSES.get(spec.defense)(spec.defense_params)
     gen = make_generator(spec.attack.seed, spec.attack.key, "clean-subset", spec.clean_fraction)

@@ -33,7 +33,10 @@ class Trigger(Protocol):
     clean_label: bool
 
     def apply(self, x: Tensor) -> Tensor:
-        """Stamp the trigger: uint8 ``[N, C, H, W]`` → uint8 ``[N, C, H, W]``."""
+        """Stamp the test-time trigger: uint8 ``[N, C, H, W]`` → uint8 ``[N, C, H, W]``."""
+
+    def poison_inputs(self, x: Tensor, y: Tensor) -> Tensor:
+        """The poisoned training images for rows ``x`` with true labels ``y``."""
 
 
 class PoisonRatioError(ValueError):
@@ -84,7 +87,7 @@ def poison_training_set(
     """A copy of ``train`` with the trigger stamped on rows ``index`` and (dirty-label) their labels changed."""
     x, y = train.x.clone(), train.y.clone()
     idx = index.to(x.device)
-    x[idx] = trigger.apply(x[idx])
+    x[idx] = trigger.poison_inputs(x[idx], y[idx])
     if not trigger.clean_label:
         y[idx] = target_labels(y[idx], target, num_classes)
     return ImageSet(x, y)

@@ -34,17 +34,18 @@ def test_round_trip(tmp_path):
     assert all(torch.equal(artifact.state_dict[k], v) for k, v in weights(0.5).items())
     assert torch.equal(artifact.poison_index, INDEX) and artifact.poison_index.dtype == torch.int64
     assert {k: artifact.meta[k] for k in META} == META
-    assert sorted(artifact.meta["sha256"]) == ["model.pt", "poison_index.pt"]
+    assert sorted(artifact.meta["sha256"]) == ["attack_state.pt", "model.pt", "poison_index.pt"]
+    assert artifact.attack_state == {}
     assert artifact.meta["sha256"]["model.pt"] == sha256_file(directory / "model.pt")
 
 
 def test_save_leaves_nothing_beside_the_artifact(tmp_path):
     save_artifact(tmp_path / "k", weights(0.5), INDEX, META)
     assert [p.name for p in tmp_path.iterdir()] == ["k"]
-    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["meta.json", "model.pt", "poison_index.pt"]
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["attack_state.pt", "meta.json", "model.pt", "poison_index.pt"]
 
 
-@pytest.mark.parametrize("name", ["model.pt", "poison_index.pt"])
+@pytest.mark.parametrize("name", ["model.pt", "poison_index.pt", "attack_state.pt"])
 def test_a_changed_byte_fails_verification_and_loading(tmp_path, name):
     directory = tmp_path / "k"
     save_artifact(directory, weights(0.5), INDEX, META)
@@ -119,3 +120,10 @@ def test_loading_refuses_pickled_code_even_with_matching_hashes(tmp_path):
     with pytest.raises((pickle.UnpicklingError, ArtifactError)):
         load_artifact(directory)
     assert not marker.exists()
+
+
+def test_attack_state_round_trips(tmp_path):
+    state = {"generator.weight": torch.arange(6.0).view(2, 3)}
+    save_artifact(tmp_path / "k", weights(0.5), INDEX, META, state)
+    loaded = load_artifact(tmp_path / "k").attack_state
+    assert loaded.keys() == state.keys() and torch.equal(loaded["generator.weight"], state["generator.weight"])

@@ -32,6 +32,9 @@ class Invert:
     def apply(self, x):
         return 255 - x
 
+    def poison_inputs(self, x, y):
+        return self.apply(x)
+
 
 # ---------------------------------------------------------------- poison_count
 
