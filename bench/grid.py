@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.counts import fraction_count
 from bench.datasets import dataset_spec
 from bench.extra_metrics import EXTRA_METRICS
 from bench.poison import Target
@@ -237,6 +239,25 @@ def _check_exclude(rules: list[dict[str, Any]]) -> None:
                 raise GridError(_unknown_key(f"exclude[{i}]", key, list(AXES)))
 
 
+def _check_clean_label_ratios(
+    attacks: list[MethodChoice], ratios: list[float], targets: list[Target], datasets: list[str]
+) -> None:
+    """A clean-label attack draws ``fraction_count(rho, N)`` samples from the target class: it must have them."""
+    for i, attack in enumerate(attacks):
+        if not ATTACKS.get(attack.name).clean_label:
+            continue
+        for name in datasets:
+            counts = dataset_spec(name).train_class_counts
+            for rho, target in itertools.product(ratios, targets):
+                if counts and fraction_count(rho, sum(counts)) > counts[target.label]:
+                    raise GridError(
+                        f"attacks[{i}]: clean-label {attack.name} at poison ratio {rho} needs "
+                        f"{fraction_count(rho, sum(counts))} training images of target class {target.label} of {name}, "
+                        f"which has {counts[target.label]}; the ratio is a fraction of the whole training set "
+                        f"(at most {counts[target.label] / sum(counts):.4f} here)"
+                    )
+
+
 def _parse_yaml(text: str) -> Any:
     try:
         return yaml.safe_load(text)
@@ -282,6 +303,7 @@ def _validate(raw: Any, path: Path, text: str) -> Grid:
                     f"(supported: {', '.join(supported)})"
                 )
 
+    _check_clean_label_ratios(attacks, file.poison_ratios, targets, file.datasets)
     _check_exclude(file.exclude)
     _check_unique(list(file.metrics), "metrics")
     for i, name in enumerate(file.metrics):

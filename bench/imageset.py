@@ -42,7 +42,11 @@ class Augmentation:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Shape, classes and normalisation of a dataset. ``mean``/``std`` are per channel, in [0, 1] units."""
+    """Shape, classes and normalisation of a dataset. ``mean``/``std`` are per channel, in [0, 1] units.
+
+    ``train_class_counts`` (training images per class; empty when unknown) lets a grid be
+    checked before anything runs, e.g. that a clean-label poison ratio can be supplied.
+    """
 
     name: str
     channels: int
@@ -51,6 +55,7 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentation: Augmentation = Augmentation()
+    train_class_counts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

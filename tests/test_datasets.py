@@ -217,3 +217,7 @@ def test_corrupted_cifar10_batch_fails_the_checksum(tmp_path, monkeypatch, offli
     path.write_bytes(bytes(raw))
     with pytest.raises(DatasetUnavailableError, match="corrupted"):
         load_dataset("cifar10", DataOptions(root=tmp_path, download=False))
+
+
+def test_digits_spec_declares_the_split_class_counts(digits):
+    assert digits.spec.train_class_counts == tuple(torch.bincount(digits.train.y, minlength=10).tolist())

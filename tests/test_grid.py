@@ -113,3 +113,13 @@ def test_labels_only_add_params_where_names_repeat(tmp_path):
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("grids/*.yaml")))
 def test_shipped_grids_are_valid(path):
     assert load_grid(path).name == path.stem
+
+
+def test_clean_label_ratio_the_target_class_cannot_supply(tmp_path, monkeypatch):
+    from attacks.blended import Blended
+
+    monkeypatch.setattr(Blended, "clean_label", True)  # stands in for a clean-label attack
+    ok = VALID.replace("poison_ratios: [0.1]", "poison_ratios: [0.09]")  # 129 of class 0's 142
+    load_grid(write(tmp_path, ok))
+    message = error_of(tmp_path, VALID)  # 0.1 of 1438 = 144 > 142
+    assert "attacks[1]: clean-label blended at poison ratio 0.1 needs 144 training images of target class 0 of digits, which has 142" in message

@@ -27,6 +27,7 @@ SPEC = DatasetSpec(
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.247, 0.243, 0.261),
     augmentation=Augmentation(crop_padding=4, flip=True),
+    train_class_counts=(5000,) * 10,
 )
 
 
