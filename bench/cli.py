@@ -97,34 +97,61 @@ def plan(grid_file: Path) -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @results_option
-@click.option("--format", "fmt", default="markdown", show_default=True, help="Table format: latex, markdown or csv.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder; default: <results-dir>/<grid>/report.")
-def report(source: Path, results_dir: Path, fmt: str, out: Path | None) -> None:
-    """Write the leaderboard and plots for SOURCE: a grid file or a results.parquet."""
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              help="Output: latex, markdown, html, csv or json (plots come with every format).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder; default: <results-dir>/<grid>/report, or report/ next to a results file.")
+@click.option("--dataset", "datasets", multiple=True, help="Only this dataset (repeatable).")
+@click.option("--arch", "archs", multiple=True, help="Only this architecture (repeatable).")
+@click.option("--rho", "rhos", type=float, multiple=True, help="Only this poison ratio (repeatable).")
+@click.option("--fraction", "fractions", type=float, multiple=True, help="Only this clean-data fraction (repeatable).")
+@click.option("--metrics", default="acc,asr,ra,der", show_default=True,
+              help="Table columns per defense, comma-separated, in order: acc (C-Acc), asr, ra, der.")
+@click.option("--rank-by", default="der", show_default=True, help="Metric of the average-rank row: acc, asr, ra or der.")
+@click.option("--cost", is_flag=True, help="Add a row with each defense's mean wall time (defense stage, seconds).")
+@click.option("--no-plots", is_flag=True, help="Write the tables only.")
+def report(source: Path, results_dir: Path, fmt: str, out: Path | None, datasets, archs, rhos, fractions,
+           metrics: str, rank_by: str, cost: bool, no_plots: bool) -> None:
+    """Write the leaderboard and plots for SOURCE: a grid file or a results .parquet file."""
     import pandas as pd
 
     from bench.cells import expand
-    from bench.report import FORMATS, write_report
+    from bench.report import FORMATS, ReportOptions, select_rows, write_report
     from bench.store import ResultStore
 
-    if fmt not in FORMATS:
-        click.echo(f"error: --format {fmt!r} is not one of {', '.join(sorted(FORMATS))}", err=True)
+    def fail(message: str) -> None:
+        click.echo(f"error: {message}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+
+    if fmt not in FORMATS:
+        fail(f"--format {fmt!r} is not one of {', '.join(sorted(FORMATS))}")
+    try:
+        options = ReportOptions(tuple(m.strip() for m in metrics.split(",") if m.strip()), rank_by.strip(), cost)
+    except ValueError as error:
+        fail(f"--metrics/--rank-by: {error}")
+    grid_text = None
     if source.suffix == ".parquet":
-        if not source.exists():
-            click.echo(f"error: {source}: no such results file", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+        if not source.is_file():
+            fail(f"{source}: no such results file")
         frame, default_out = pd.read_parquet(source), source.parent / "report"
     else:
         grid = _load(str(source))
         store = ResultStore(results_dir / grid.name)
         if not store.row_files():
-            click.echo(f"error: no results for grid {grid.name} under {store.root}; run `bench run {source}` first", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            fail(f"no results for grid {grid.name} under {store.root}; run `bench run {source}` first")
         order = [cell.cell_id for cell in expand(grid)]
         store.compact(order)
         frame, default_out = store.load(order), store.root / "report"
-    written = write_report(frame, out or default_out, fmt)
+        grid_text = source.read_text(encoding="utf-8")
+    if frame.empty:
+        fail(f"{source}: no result rows")
+    try:
+        frame = select_rows(frame, datasets=datasets, archs=archs, rhos=rhos, fractions=fractions)
+        if frame.empty:
+            fail("no result rows match all the filters together")
+        written = write_report(frame, out or default_out, fmt, options, grid_text=grid_text, with_plots=not no_plots)
+    except ValueError as error:
+        fail(str(error))
     for path in written:
         click.echo(str(path))
 

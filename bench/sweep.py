@@ -234,15 +234,15 @@ def _schedule(
         run_tune(order, context, ResultForwarder(recorder.record), len(to_train) + len(cells), settings)
 
 
-def _log_report(tracker: Tracker, store: ResultStore, cell_order: list[str]) -> None:
-    """Attach the leaderboard and plots of every result so far to the parent MLflow run."""
+def _log_report(tracker: Tracker, store: ResultStore, cell_order: list[str], grid_text: str) -> None:
+    """Attach the leaderboard (one self-contained HTML page) and plots of every result so far to the parent MLflow run."""
     from bench.report import write_report
 
     frame = store.load(cell_order)
     if not frame["status"].eq("ok").any():
         return
     with tempfile.TemporaryDirectory() as folder:
-        for path in write_report(frame, Path(folder), "markdown"):
+        for path in write_report(frame, Path(folder), "html", grid_text=grid_text):
             tracker.log_artifact(path, "report")
 
 
@@ -301,7 +301,7 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     summary.seconds = time.monotonic() - started
     summary.results_path = store.compact([c.cell_id for c in all_cells])
     tracker.log_artifact(summary.results_path)
-    _log_report(tracker, store, [c.cell_id for c in all_cells])
+    _log_report(tracker, store, [c.cell_id for c in all_cells], grid.text)
     order = {cell.cell_id: i for i, cell in enumerate(all_cells)}
     console.print(summary_table(sorted(recorder.summary_rows, key=lambda r: order[r["cell_id"]])))
     console.print(

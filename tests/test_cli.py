@@ -102,4 +102,4 @@ def test_report_rejects_unknown_format(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text(VALID)
     outcome = CliRunner().invoke(main, ["report", str(path), "--format", "docx"])
-    assert outcome.exit_code == 2 and "not one of csv, latex, markdown" in outcome.output
+    assert outcome.exit_code == 2 and "not one of csv, html, json, latex, markdown" in outcome.output

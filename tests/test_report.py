@@ -1,9 +1,13 @@
 """Reports: leaderboard values against hand-computed means and stds, missing and failed
-cells, bolding, LaTeX escaping and structure, the tidy CSV, and the files write_report writes."""
+cells, bolding, average ranks, the cost row, metric selection, filters, LaTeX escaping
+and structure, the tidy CSV, the JSON dump, provenance, and the figures.
+
+The files written, the LaTeX compile and the HTML render are in test_report_render.py."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 
@@ -12,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import FORMATS, leaderboard_tables, render, write_report
-from bench.report.plots import sensitivity_figure
+from bench.report import FORMATS, ReportOptions, leaderboard_tables, render, render_files, select_rows, write_report
+from bench.report.plots import _scatter_points, make_plots, scatter_figure, sensitivity_figure
+from bench.report.provenance import provenance
 from bench.report.tables import aggregate
 
 BLENDED = "blended(alpha=0.1)"
@@ -33,6 +38,9 @@ ACC_SHIFT = {0.05: 0.0, 0.01: -0.01}  # by clean fraction
 FAILED = (BLENDED, "ftsam", 0.1, 0.05)  # both seeds failed
 MISSING = (BLENDED, "ft", 0.01, 0.01)  # no row at all
 METRICS = ("acc_after", "asr_after", "ra_after", "der")
+# defense_seconds: by defense, + 2 s for seed 1, + 1 s for blended; failed rows took 99 s
+SECONDS = {"none": 0.5, "ft": 10.0, "ftsam": 20.0}
+FAILED_SECONDS = 99.0
 
 
 def results() -> pd.DataFrame:
@@ -48,8 +56,10 @@ def results() -> pd.DataFrame:
                     values = np.array(base) + seed * SEED_STEP
                     values[0] += ACC_SHIFT[fraction]
                     values[1] += ASR_SHIFT[rho]
+                    seconds = SECONDS[defense] + 2.0 * seed + (1.0 if attack == BLENDED else 0.0)
                     rows.append(
                         {
+                            "grid": "paper",
                             "dataset": "cifar10",
                             "arch": "preactresnet18",
                             "attack": attack.split("(")[0],
@@ -62,6 +72,13 @@ def results() -> pd.DataFrame:
                             "status": "failed" if failed else "ok",
                             # failed rows carry zeros: they must not be averaged in
                             **dict(zip(METRICS, np.zeros(4) if failed else values)),
+                            "defense_seconds": FAILED_SECONDS if failed else seconds,
+                            "device": "cuda:0" if seed == 0 else "cpu",
+                            "torch_version": "2.5.1",
+                            "bench_version": "0.1.0",
+                            "git_commit": "0123abcd",
+                            "grid_hash": "feedc0ffee",
+                            "finished_at": f"2025-03-0{1 + seed}T12:{len(rows) % 60:02d}:00+00:00",
                         }
                     )
     return pd.DataFrame(rows)
@@ -83,11 +100,30 @@ def table_of(text: str, rho: float, fraction: float) -> dict[str, dict[str, str]
     return markdown_tables(text)[f"cifar10, preactresnet18, poison ratio {rho:g}, clean fraction {fraction:g}"]
 
 
+def small(der: dict[tuple[str, str], float], **columns) -> pd.DataFrame:
+    """One seed, one setting; ``der`` maps (attack, defense) → DER, other metrics from ``columns`` or 0.5."""
+    rows = []
+    for (attack, defense), value in der.items():
+        row = {
+            "dataset": "d", "arch": "a", "attack": attack, "attack_label": attack, "poison_ratio": 0.1,
+            "defense": defense, "defense_label": defense, "clean_fraction": 0.05, "seed": 0, "status": "ok",
+            "acc_after": 0.5, "asr_after": 0.5, "ra_after": 0.5, "der": value,
+        }
+        for name, values in columns.items():
+            row[name] = values[(attack, defense)]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- layout and values ----------------------------------------------------------------
+
+
 def test_one_table_per_setting_with_attacks_and_average_as_rows():
     tables = leaderboard_tables(results())
     assert [(t.poison_ratio, t.clean_fraction) for t in tables] == [(0.01, 0.01), (0.01, 0.05), (0.1, 0.01), (0.1, 0.05)]
     assert all(t.rows == ("badnets", BLENDED, "Average") for t in tables)
     assert all(t.defenses == ("none", "ft", "ftsam(rho=2.0)") for t in tables)
+    assert all(t.metrics == METRICS for t in tables)
 
 
 def test_baseline_first_whatever_the_row_order():
@@ -131,9 +167,12 @@ def test_diverged_cell_and_partly_failed_cell():
     df.loc[cell & df["clean_fraction"].eq(0.05) & df["seed"].eq(1), "status"] = "failed"
     df.loc[cell & df["clean_fraction"].eq(0.01), "status"] = "diverged"
     text = render(df, "markdown")
-    assert table_of(text, 0.1, 0.05)["badnets"]["ft: C-Acc"] == "**92.0**"  # seed 0 only; ties ftsam's 92.0
+    # seed 0 only, marked as resting on fewer seeds; ties ftsam's 92.0
+    assert table_of(text, 0.1, 0.05)["badnets"]["ft: C-Acc"] == "**92.0†**"
     assert table_of(text, 0.1, 0.05)["badnets"]["ftsam(rho=2.0): C-Acc"] == "**92.0 ± 1.4**"
+    assert table_of(text, 0.1, 0.05)["Average"]["ft: C-Acc"] == "91.5†"  # (92.0 + 91.0) / 2, one seed behind it
     assert table_of(text, 0.1, 0.01)["badnets"]["ft: RA"] == "diverged"
+    assert "†" not in "".join(table_of(text, 0.01, 0.05)["badnets"].values())  # other tables unmarked
 
 
 def test_average_row_and_its_bolding():
@@ -153,6 +192,127 @@ def test_one_seed_shows_mean_only():
     assert badnets["ftsam(rho=2.0): ASR"] == "**3.0**"
 
 
+# --- ranks -------------------------------------------------------------------------------
+
+RANKED = {  # DER; ranks per attack in the comments (1 = best)
+    ("a1", "none"): 0.5, ("a1", "d1"): 0.90, ("a1", "d2"): 0.8004, ("a1", "d3"): 0.7996,  # 1, 2.5, 2.5 (both show 80.0)
+    ("a2", "none"): 0.5, ("a2", "d1"): 0.50, ("a2", "d2"): 0.70, ("a2", "d3"): 0.60,  # 3, 1, 2
+    ("a3", "none"): 0.5, ("a3", "d1"): 0.60, ("a3", "d2"): 0.60, ("a3", "d3"): 0.60,  # 2, 2, 2
+}
+
+
+def test_average_rank_over_attacks_with_shared_ranks_for_ties():
+    (table,) = leaderboard_tables(small(RANKED))
+    assert set(table.ranks) == {"d1", "d2", "d3"}  # the baseline is not ranked
+    assert table.ranks["d1"] == pytest.approx((1 + 3 + 2) / 3)
+    assert table.ranks["d2"] == pytest.approx((2.5 + 1 + 2) / 3)
+    assert table.ranks["d3"] == pytest.approx((2.5 + 2 + 2) / 3)
+    assert table.rank_attacks == ("a1", "a2", "a3") and table.rank_bold == {"d2"}
+    rank_row = markdown_tables(render(small(RANKED), "markdown"))["d, a, poison ratio 0.1, clean fraction 0.05"]["Avg. rank (DER)"]
+    assert [rank_row[f"{d}: C-Acc"] for d in ("none", "d1", "d2", "d3")] == ["", "2.00", "**1.83**", "2.17"]
+    assert all(v == "" for k, v in rank_row.items() if not k.endswith("C-Acc"))  # one value per defense group
+
+
+def test_rank_on_another_metric_lower_is_better_and_rank_bold_ties():
+    asr = {("a1", "none"): 0.9, ("a1", "d1"): 0.10, ("a1", "d2"): 0.20, ("a2", "none"): 0.9, ("a2", "d1"): 0.30, ("a2", "d2"): 0.20}
+    df = small({k: 0.5 for k in asr}, asr_after=asr)
+    (table,) = leaderboard_tables(df, ReportOptions(rank_by="asr"))
+    assert dict(table.ranks) == {"d1": 1.5, "d2": 1.5}  # 1 then 2, 2 then 1
+    assert table.rank_bold == {"d1", "d2"}
+    (by_der,) = leaderboard_tables(df)  # every DER 50.0: all tie
+    assert dict(by_der.ranks) == {"d1": 1.5, "d2": 1.5}
+
+
+def test_ranks_count_only_attacks_where_every_defense_has_a_result():
+    tables = {(t.poison_ratio, t.clean_fraction): t for t in leaderboard_tables(results())}
+    complete, holed = tables[(0.1, 0.01)], tables[(0.1, 0.05)]  # in the second, blended/ftsam failed
+    assert complete.rank_attacks == ("badnets", BLENDED) and dict(complete.ranks) == {"ft": 2.0, "ftsam(rho=2.0)": 1.0}
+    assert holed.rank_attacks == ("badnets",) and dict(holed.ranks) == {"ft": 2.0, "ftsam(rho=2.0)": 1.0}
+    text = render(results(), "markdown")
+    assert "Avg. rank (DER)" in table_of(text, 0.1, 0.01)
+    assert table_of(text, 0.1, 0.05)["Avg. rank (DER, 1 of 2 attacks)"]["ftsam(rho=2.0): C-Acc"] == "**1.00**"
+    # no attack where all have a result: no rank, shown as a dash
+    df = results()
+    df = df[~(df["attack_label"].eq("badnets") & df["defense"].eq("ft") & df["poison_ratio"].eq(0.1) & df["clean_fraction"].eq(0.05))]
+    (table,) = [t for t in leaderboard_tables(df) if (t.poison_ratio, t.clean_fraction) == (0.1, 0.05)]
+    assert table.rank_attacks == () and all(math.isnan(r) for r in table.ranks.values()) and not table.rank_bold
+    assert table_of(render(df, "markdown"), 0.1, 0.05)["Avg. rank (DER, 0 of 2 attacks)"]["ft: C-Acc"] == "—"
+
+
+def test_only_the_baseline_means_no_rank_row():
+    df = small({("a1", "none"): 0.5})
+    (table,) = leaderboard_tables(df)
+    assert not table.ranks
+    assert not any(row.startswith("Avg. rank") for row in markdown_tables(render(df, "markdown"))["d, a, poison ratio 0.1, clean fraction 0.05"])
+
+
+# --- cost, metric selection, filters -----------------------------------------------------
+
+
+def test_cost_row_is_mean_defense_seconds_over_ok_rows():
+    options = ReportOptions(cost=True)
+    tables = {(t.poison_ratio, t.clean_fraction): t for t in leaderboard_tables(results(), options)}
+    full = tables[(0.1, 0.01)].cost
+    assert full["ft"].mean == pytest.approx((10 + 12 + 11 + 13) / 4) and full["ft"].n_seeds == 4
+    assert full["none"].mean == pytest.approx((0.5 + 2.5 + 1.5 + 3.5) / 4)
+    assert tables[(0.1, 0.05)].cost["ftsam(rho=2.0)"].mean == pytest.approx((20 + 22) / 2)  # failed rows' 99 s left out
+    assert tables[(0.01, 0.01)].cost["ft"].mean == pytest.approx((10 + 12) / 2)  # blended/ft missing
+    text = render(results(), "markdown", options)
+    row = table_of(text, 0.1, 0.05)["Defense time (s)"]
+    assert [row[f"{d}: C-Acc"] for d in DEFENSES.values()] == ["2.0", "11.5", "21.0"]
+    assert "Defense time: mean wall seconds" in text.split("\n\n")[0]
+    assert "Defense time (s)" not in render(results(), "markdown")  # off by default
+    with pytest.raises(ValueError, match="defense_seconds"):
+        render(results().drop(columns="defense_seconds"), "markdown", options)
+
+
+def test_metric_selection_picks_and_orders_columns():
+    options = ReportOptions(metrics=("der", "acc"))
+    text = render(results(), "markdown", options)
+    badnets = table_of(text, 0.1, 0.05)["badnets"]
+    assert list(badnets) == [f"{d}: {m}" for d in DEFENSES.values() for m in ("DER", "C-Acc")]
+    assert badnets["ftsam(rho=2.0): DER"] == "**96.0 ± 1.4**" and badnets["ft: C-Acc"] == "**93.0 ± 1.4**"
+    latex = render(results(), "latex", options)
+    assert r"\begin{tabular}{l" + "r" * 6 + "}" in latex and r"\multicolumn{2}{c}{ft}" in latex
+    assert r"\cmidrule(lr){2-3} \cmidrule(lr){4-5} \cmidrule(lr){6-7}" in latex
+    csv = pd.read_csv(io.StringIO(render(results(), "csv", options)))
+    assert sorted(csv["metric"].unique()) == ["acc_after", "der"]
+    # the rank metric need not be shown
+    only_asr = ReportOptions(metrics=("asr",), rank_by="der")
+    assert "Avg. rank (DER)" in table_of(render(results(), "markdown", only_asr), 0.1, 0.01)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"metrics": ("acc", "ca")}, "unknown metric 'ca'; allowed: acc, asr, ra, der"),
+        ({"metrics": ()}, "at least one metric"),
+        ({"metrics": ("acc", "acc")}, "selected twice"),
+        ({"rank_by": "auc"}, "unknown metric 'auc'"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ReportOptions(**kwargs)
+
+
+def test_filters_select_rows():
+    df = pd.concat([results(), results().assign(dataset="gtsrb", arch="vgg")], ignore_index=True)
+    assert len(select_rows(df)) == len(df)
+    picked = select_rows(df, datasets=["gtsrb"], rhos=[0.1], fractions=[0.05, 0.01])
+    assert set(picked["dataset"]) == {"gtsrb"} and set(picked["poison_ratio"]) == {0.1}
+    assert set(picked["clean_fraction"]) == {0.05, 0.01}
+    assert len(select_rows(df, rhos=[0.1 + 1e-12])) == (df["poison_ratio"] == 0.1).sum()  # float noise tolerated
+    assert [(t.dataset, t.arch) for t in leaderboard_tables(select_rows(df, archs=["vgg"], rhos=[0.01]))] == [("gtsrb", "vgg")] * 2
+    with pytest.raises(ValueError, match=r"no rows with poison_ratio 0.2; present: 0.01, 0.1"):
+        select_rows(df, rhos=[0.1, 0.2])
+    with pytest.raises(ValueError, match=r"no rows with dataset mnist; present: cifar10, gtsrb"):
+        select_rows(df, datasets=["mnist"])
+
+
+# --- LaTeX, CSV, JSON -------------------------------------------------------------------
+
+
 def test_latex_booktabs_escaping_and_bold():
     df = results()
     df["attack_label"] = df["attack_label"].replace("badnets", "bad_nets & #1 50%")
@@ -167,13 +327,29 @@ def test_latex_booktabs_escaping_and_bold():
         assert r"\cmidrule(lr){2-5} \cmidrule(lr){6-9} \cmidrule(lr){10-13}" in table
     assert r"bad\_nets \& \#1 50\% & " in text
     assert r"\textbf{93.0 $\pm$ 1.4}" in text
-    assert "±" not in text and "—" not in text
-    outside_math = re.sub(r"\$\\(pm|rho = [0-9.]+)\$", "", text)
+    assert "±" not in text and "—" not in text and "†" not in text
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("%"))  # the head comment may use %
+    outside_math = re.sub(r"\$(\\pm|\\rho = [0-9.]+|\^\\dagger)\$", "", body)
     assert re.search(r"(?<!\\)[_%#$&]", outside_math.replace(" & ", " ")) is None
     caption = re.search(r"\\caption\{(.*)\}", tables[3]).group(1)
     assert caption.startswith(r"cifar10, preactresnet18, poison ratio $\rho = 0.1$, clean fraction 0.05.")
+    assert r"mean $\pm$ std over seeds" in caption and "dagger" not in caption  # every entry has both seeds
     failed_row = next(line for line in tables[3].splitlines() if line.startswith("blended"))
     assert failed_row.count("failed") == 4
+    rank_row = next(line for line in tables[3].splitlines() if line.startswith("Avg. rank"))
+    assert rank_row == (r"Avg. rank (DER, 1 of 2 attacks) & \multicolumn{4}{c}{} & \multicolumn{4}{c}{2.00} & "
+                        r"\multicolumn{4}{c}{\textbf{1.00}} \\")
+
+
+def test_latex_standalone_is_a_document_with_the_same_tables():
+    files = render_files(results(), "latex", ReportOptions(cost=True))
+    assert list(files) == ["leaderboard.tex", "leaderboard_standalone.tex"]
+    fragment, document = files.values()
+    assert r"\documentclass" not in fragment and r"\begin{document}" not in fragment
+    assert document.startswith(r"\documentclass") and r"\usepackage{booktabs}" in document
+    assert document.rstrip().endswith(r"\end{document}")
+    assert fragment.count(r"\begin{table}") == document.count(r"\begin{table}") == 4
+    assert r"Defense time (s) & \multicolumn{4}{c}{2.0} & \multicolumn{4}{c}{11.5} & \multicolumn{4}{c}{21.0} \\" in fragment
 
 
 def test_csv_is_tidy_fractions():
@@ -194,33 +370,62 @@ def test_csv_is_tidy_fractions():
     assert (0.01, 0.01, BLENDED, "ft", "der") not in indexed.index
     single = pd.read_csv(io.StringIO(render(results().query("seed == 0"), "csv")))
     assert single["std"].isna().all() and (single.loc[single["status"].eq("ok"), "n_seeds"] == 1).all()
+    with_cost = pd.read_csv(io.StringIO(render(results(), "csv", ReportOptions(cost=True)))).set_index(key)
+    assert with_cost.loc[(0.1, 0.05, BLENDED, "ft", "defense_seconds"), "mean"] == pytest.approx(12.0)  # 11, 13
 
 
-def test_write_report_writes_leaderboard_and_plots(tmp_path):
-    df = results()
+def test_json_dumps_the_tables_as_fractions():
+    document = json.loads(render(results(), "json", ReportOptions(cost=True)))
+    assert document["format"] == "bench-leaderboard/1" and document["rank_by"] == "der"
+    assert [m["name"] for m in document["metrics"]] == ["acc", "asr", "ra", "der"]
+    assert len(document["tables"]) == 4
+    table = next(t for t in document["tables"] if (t["poison_ratio"], t["clean_fraction"]) == (0.1, 0.05))
+    assert table["attacks"] == ["badnets", BLENDED] and table["defenses"] == list(DEFENSES.values())
+    entries = {(e["attack"], e["defense"], e["metric"]): e for e in table["entries"]}
+    assert len(entries) == 3 * 3 * 4  # two attacks and the Average, three defenses, four metrics
+    ft = entries[("badnets", "ft", "acc_after")]
+    assert ft["mean"] == pytest.approx(0.93) and ft["std"] == pytest.approx(0.02 / math.sqrt(2))
+    assert (ft["n_seeds"], ft["status"], ft["bold"]) == (2, "ok", True)
+    failed = entries[(BLENDED, "ftsam(rho=2.0)", "der")]
+    assert failed == {"attack": BLENDED, "defense": "ftsam(rho=2.0)", "metric": "der", "mean": None, "std": None,
+                      "n_seeds": 0, "status": "failed", "bold": False}
+    assert entries[("Average", "ft", "asr_after")]["mean"] == pytest.approx((0.11 + 0.41) / 2)
+    assert entries[("Average", "ftsam(rho=2.0)", "asr_after")]["mean"] is None
+    assert table["average_rank"] == {"ft": 2.0, "ftsam(rho=2.0)": 1.0} and table["rank_attacks"] == ["badnets"]
+    assert table["cost_seconds"]["ft"]["mean"] == pytest.approx(11.5)
+    assert document["provenance"]["status"] == {"failed": 2, "ok": 44}
+    assert "cost_seconds" not in json.loads(render(results(), "json"))["tables"][0]
+
+
+def test_provenance_is_read_off_the_rows():
+    about = provenance(results())
+    assert about["rows"] == 46 and about["status"] == {"failed": 2, "ok": 44}
+    assert about["grid"] == ["paper"] and about["grid_hash"] == ["feedc0ffee"] and about["git_commit"] == ["0123abcd"]
+    assert about["bench_version"] == ["0.1.0"] and about["torch_version"] == ["2.5.1"]
+    assert about["device"] == ["cpu", "cuda:0"]
+    assert about["finished_first"] == "2025-03-01T12:00:00+00:00" and about["finished_last"] == "2025-03-02T12:45:00+00:00"
+    assert provenance(results()[["dataset", "status"]]) == {"rows": 46, "status": {"failed": 2, "ok": 44}}
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def test_one_figure_per_axis_setting_and_metric_plus_a_scatter():
     # one seed of one point missing: its error bar is left out, the others stay
+    df = results()
     df.loc[df["attack_label"].eq("badnets") & df["defense"].eq("ft") & df["seed"].eq(1), "status"] = "failed"
-    out = tmp_path / "report" / "nested"
-    paths = write_report(df, out, "markdown")
-    assert paths[0] == out / "leaderboard.md" and paths[0].read_text().startswith("Values after defense")
-    names = {p.name for p in paths}
-    assert len(paths) == 1 + 2 * 2 * 2 * 2  # 2 axes × 2 values of the other axis × 2 metrics × (png, pdf)
-    assert "asr_vs_poison_ratio_cifar10_preactresnet18_clean_fraction-0.05.png" in names
-    assert "acc_vs_clean_fraction_cifar10_preactresnet18_poison_ratio-0.01.pdf" in names
-    assert sorted(p.name for p in out.iterdir()) == sorted(names)
-    for path in paths[1:]:
-        assert path.stat().st_size > 1000
-        if path.suffix == ".png":
-            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plt.get_fignums() == []
-
-
-def test_single_valued_axis_makes_no_plot(tmp_path):
-    paths = write_report(results().query("clean_fraction == 0.05"), tmp_path, "csv")
-    assert paths[0].name == "leaderboard.csv"
-    assert sorted(p.name for p in paths[1:]) == sorted(
-        f"{m}_vs_poison_ratio_cifar10_preactresnet18_clean_fraction-0.05.{ext}" for m in ("acc", "asr") for ext in ("pdf", "png")
+    stems = [p.stem for p in make_plots(df)]
+    assert len(stems) == 2 * 2 * 2 + 1  # 2 axes × 2 values of the other axis × 2 metrics, + 1 scatter
+    assert "asr_vs_poison_ratio_cifar10_preactresnet18_clean_fraction-0.05" in stems
+    assert "acc_vs_clean_fraction_cifar10_preactresnet18_poison_ratio-0.01" in stems
+    assert stems[-1] == "scatter_acc_asr_cifar10_preactresnet18"
+    # an axis with a single value makes no sensitivity plot
+    single = [p.stem for p in make_plots(results().query("clean_fraction == 0.05"))]
+    assert sorted(single) == sorted(
+        [f"{m}_vs_poison_ratio_cifar10_preactresnet18_clean_fraction-0.05" for m in ("acc", "asr")]
+        + ["scatter_acc_asr_cifar10_preactresnet18"]
     )
+    assert plt.get_fignums() == []  # nothing registered with pyplot
 
 
 def test_figure_has_a_panel_per_attack_and_error_bars_over_seeds():
@@ -243,13 +448,37 @@ def test_figure_has_a_panel_per_attack_and_error_bars_over_seeds():
     assert not any(c.has_yerr for ax in figure.axes for c in ax.containers)
 
 
+def test_scatter_has_a_panel_per_setting_acc_on_x_asr_on_y():
+    tidy = aggregate(results())
+    points = _scatter_points(tidy)
+    assert len(points) == 2 * 3 * 2 * 2 - 2  # every cell but the failed and the missing one
+    defenses = ("none", "ft", "ftsam(rho=2.0)")
+    figure = scatter_figure(points, ("badnets", BLENDED), defenses, "t")
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == [
+        "ρ = 0.01, clean fraction 0.01", "ρ = 0.01, clean fraction 0.05", "ρ = 0.1, clean fraction 0.01", "ρ = 0.1, clean fraction 0.05"
+    ]
+    assert len(axes[3].containers) == 5  # 6 cells less the failed one
+    first = axes[3].containers[0]  # badnets/none at (0.1, 0.05): acc 0.95, 0.97; asr 0.97, 0.99
+    x, y = first.lines[0].get_data()
+    assert (list(x), list(y)) == (pytest.approx([96.0]), pytest.approx([98.0]))
+    assert first.has_xerr and first.has_yerr
+    assert axes[3].get_xlabel() == "C-Acc after defense (%)" and axes[0].get_ylabel() == "ASR after defense (%)"
+    assert "lower right is best" in figure.get_suptitle()
+    assert [[t.get_text() for t in legend.get_texts()] for legend in figure.legends] == [list(defenses), ["badnets", BLENDED]]
+
+
+# --- input errors ----------------------------------------------------------------------
+
+
 def test_bad_input_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="allowed: csv, latex, markdown"):
-        write_report(results(), tmp_path / "out", "html")
+    with pytest.raises(ValueError, match="allowed: csv, html, json, latex, markdown"):
+        write_report(results(), tmp_path / "out", "docx")
     assert not (tmp_path / "out").exists()
-    assert sorted(FORMATS) == ["csv", "latex", "markdown"]
+    assert sorted(FORMATS) == ["csv", "html", "json", "latex", "markdown"]
     with pytest.raises(ValueError, match="share a cell and seed"):
-        render(pd.concat([results(), results().head(1)]), "markdown")
+        write_report(pd.concat([results(), results().head(1)]), tmp_path / "out", "markdown")
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="status"):
         render(results().drop(columns="status"), "latex")
 
@@ -258,4 +487,6 @@ def test_empty_frame_renders_without_tables(tmp_path):
     empty = results().head(0)
     assert render(empty, "markdown") == "_No results._\n"
     assert render(empty, "csv").startswith("dataset,arch,")
-    assert write_report(empty, tmp_path, "latex") == [tmp_path / "leaderboard.tex"]
+    assert json.loads(render(empty, "json"))["tables"] == []
+    assert "<p>No results.</p>" in render(empty, "html")
+    assert write_report(empty, tmp_path, "latex") == [tmp_path / "leaderboard.tex", tmp_path / "leaderboard_standalone.tex"]

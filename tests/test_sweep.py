@@ -87,7 +87,7 @@ def test_run_records_rows_and_runs_then_resumes_without_training(tmp_path):
     assert parent.info.status == "FINISHED"
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"tiny.yaml", "results.parquet", "report"} <= top
-    assert "report/leaderboard.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/index.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
     row_files = sorted((results / "tiny" / "rows").glob("*.parquet"))
     stamps = [f.stat().st_mtime_ns for f in row_files]

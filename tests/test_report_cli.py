@@ -1,0 +1,88 @@
+"""``bench report`` on a results file and on a grid: formats, filters, metric selection,
+ranks and cost options, the grid text in the HTML page, and exit 2 with nothing written
+on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.grid import load_grid
+from bench.store import ResultStore
+from tests.test_cli import _fake_rows
+from tests.test_grid import VALID
+from tests.test_report import results
+
+
+@pytest.fixture
+def parquet(tmp_path):
+    path = tmp_path / "runs" / "results.parquet"
+    path.parent.mkdir()
+    results().to_parquet(path)
+    return path
+
+
+def test_results_file_with_filters_metrics_rank_and_cost(parquet, tmp_path):
+    out = tmp_path / "out"
+    outcome = CliRunner().invoke(main, [
+        "report", str(parquet), "--format", "json", "--out", str(out), "--rho", "0.1", "--fraction", "0.05",
+        "--metrics", "der, acc", "--rank-by", "acc", "--cost", "--no-plots",
+    ])
+    assert outcome.exit_code == 0, outcome.output
+    assert outcome.output.splitlines() == [str(out / "leaderboard.json")]
+    document = json.loads((out / "leaderboard.json").read_text())
+    assert [m["name"] for m in document["metrics"]] == ["der", "acc"] and document["rank_by"] == "acc_after"
+    (table,) = document["tables"]
+    assert (table["poison_ratio"], table["clean_fraction"]) == (0.1, 0.05)
+    assert {e["metric"] for e in table["entries"]} == {"der", "acc_after"}
+    assert table["average_rank"] == {"ft": 1.0, "ftsam(rho=2.0)": 2.0}  # C-Acc on badnets: 93.0 vs 92.0
+    assert table["cost_seconds"]["ft"]["mean"] == pytest.approx(11.5)
+
+
+def test_results_file_default_out_is_next_to_it(parquet):
+    outcome = CliRunner().invoke(main, ["report", str(parquet), "--format", "latex", "--no-plots"])
+    assert outcome.exit_code == 0, outcome.output
+    report = parquet.parent / "report"
+    assert sorted(p.name for p in report.iterdir()) == ["leaderboard.tex", "leaderboard_standalone.tex"]
+
+
+def test_grid_source_puts_the_grid_file_in_the_html_page(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(VALID)
+    grid = load_grid(path)
+    store = ResultStore(tmp_path / "results" / grid.name)
+    for row in _fake_rows(grid, ["ok", "ok", "ok", "failed"]):
+        store.write_row(row)
+    out = tmp_path / "out"
+    outcome = CliRunner().invoke(main, ["report", str(path), "--results-dir", str(tmp_path / "results"),
+                                        "--format", "html", "--out", str(out), "--no-plots"])
+    assert outcome.exit_code == 0, outcome.output
+    page = (out / "index.html").read_text()
+    assert '<pre id="grid-file">name: tiny\n' in page and "attacks: [badnets, {name: blended, alpha: 0.1}]" in page
+    assert grid.hash in page and 'class="failed"' in page
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "docx"], "--format 'docx' is not one of csv, html, json, latex, markdown"),
+        (["--metrics", "acc,bogus"], "unknown metric 'bogus'; allowed: acc, asr, ra, der"),
+        (["--rank-by", "auc"], "unknown metric 'auc'"),
+        (["--rho", "0.5"], "no rows with poison_ratio 0.5; present: 0.01, 0.1"),
+        (["--dataset", "mnist"], "no rows with dataset mnist; present: cifar10"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(parquet, tmp_path, args, message):
+    out = tmp_path / "out"
+    outcome = CliRunner().invoke(main, ["report", str(parquet), "--out", str(out), "--no-plots", *args])
+    assert outcome.exit_code == 2, outcome.output
+    assert outcome.output.startswith("error: ") and message in outcome.output
+    assert not out.exists()
+
+
+def test_missing_results_file_exits_2(tmp_path):
+    outcome = CliRunner().invoke(main, ["report", str(tmp_path / "nope.parquet")])
+    assert outcome.exit_code == 2 and "nope.parquet: no such results file" in outcome.output
