@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
 
 import torch
@@ -40,27 +40,14 @@ class NoParams:
 
 
 @dataclass(frozen=True)
-class FineTuneParams:
+class FineTuneParams(TrainConfig):
     """Fine-tuning settings; defaults are BackdoorBench's for CIFAR-10 (100 epochs, batch 256, lr 0.01, cosine)."""
 
-    epochs: int = 100
     batch_size: int = 256
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-
-    def __post_init__(self) -> None:
-        self.train_config()  # validates
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            schedule="cosine",
-        )
+        """The shared loop's settings: the ``TrainConfig`` fields of these parameters."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
 
 
 class Defense(ABC):
