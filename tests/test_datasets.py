@@ -215,7 +215,7 @@ def test_corrupted_cifar10_batch_fails_the_checksum(tmp_path, monkeypatch, offli
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # a pixel byte: the pickle still loads, only the checksum can tell
     path.write_bytes(bytes(raw))
-    with pytest.raises(DatasetUnavailableError, match="corrupted"):
+    with pytest.raises(DatasetUnavailableError, match="Dataset not found or corrupted"):
         load_dataset("cifar10", DataOptions(root=tmp_path, download=False))
 
 

@@ -1,22 +1,14 @@
 """CIFAR-10 (32×32 RGB, 10 classes) through torchvision's download and checksum code.
 
 Files live under ``<root>/cifar-10-batches-py/`` (torchvision's layout), or the
-archive ``cifar-10-python.tar.gz`` is placed in ``<root>`` and extracted on first use.
+archive ``cifar-10-python.tar.gz`` is placed in ``<root>`` and is verified and extracted
+on first use, even with downloads off.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from bench.imageset import (
-    Augmentation,
-    DataOptions,
-    DatasetSpec,
-    DatasetUnavailableError,
-    ImageSet,
-    LoadedDataset,
-)
+from bench.datasets._cifar import load_cifar
+from bench.imageset import Augmentation, DataOptions, DatasetSpec, LoadedDataset
 from bench.registry import DATASETS
 
 SPEC = DatasetSpec(
@@ -31,23 +23,8 @@ SPEC = DatasetSpec(
 )
 
 
-def _to_imageset(split) -> ImageSet:
-    x = torch.from_numpy(np.ascontiguousarray(split.data)).permute(0, 3, 1, 2).contiguous()
-    return ImageSet(x, torch.as_tensor(split.targets, dtype=torch.int64))
-
-
 @DATASETS.register("cifar10")
 def load(options: DataOptions) -> LoadedDataset:
     from torchvision.datasets import CIFAR10
 
-    root = options.root
-    try:
-        train = CIFAR10(str(root), train=True, download=options.download)
-        test = CIFAR10(str(root), train=False, download=False)
-    except Exception as error:  # torchvision raises RuntimeError, URLError or OSError
-        raise DatasetUnavailableError(
-            f"cifar10 is not available under {root}: {error}. "
-            f"Put torchvision's extracted folder at {root / CIFAR10.base_folder}/ or the archive "
-            f"{CIFAR10.filename} (from {CIFAR10.url}) in {root}/, or allow downloads."
-        ) from error
-    return LoadedDataset(spec=SPEC, train=_to_imageset(train), test=_to_imageset(test))
+    return load_cifar(CIFAR10, SPEC, options)
