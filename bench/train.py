@@ -104,6 +104,29 @@ def train(
     scheduler = _scheduler(update.optimizer, cfg)
     model.train()
     losses: list[float] = []
+    device = data.x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # Dropout and stochastic depth draw from the global generators: seed them from ``gen``
+        # inside this scope only, so training is reproducible and nothing global changes.
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+        _epochs(model, data, cfg, aug, gen, update, scheduler, losses)
+    return losses
+
+
+def _epochs(
+    model: nn.Module,
+    data: ImageSet,
+    cfg: TrainConfig,
+    aug: Augmentation,
+    gen: torch.Generator,
+    update: Update,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    losses: list[float],
+) -> None:
+    """The epochs of ``train``; appends each epoch's mean loss to ``losses``."""
     n = len(data)
     for epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen).to(data.x.device)
@@ -117,4 +140,3 @@ def train(
         if not math.isfinite(epoch_loss):
             raise TrainingDiverged(epoch, losses)
         scheduler.step()
-    return losses

@@ -12,10 +12,13 @@ from bench.archs.base import Normalized
 from bench.registry import ARCHS
 
 SHAPES = [(3, 16), (1, 16)]  # (channels, side)
+# Too slow for a CPU unit test; tests/test_archs_zoo.py covers them under the `slow` marker.
+HEAVY = {"vgg19_bn", "efficientnet_b3", "densenet161", "convnext_tiny", "vit_b_16"}
+LIGHT = [name for name in ARCHS.names() if name not in HEAVY]
 
 
 @pytest.mark.parametrize(("channels", "size"), SHAPES, ids=[f"{c}x{s}x{s}" for c, s in SHAPES])
-@pytest.mark.parametrize("arch", ARCHS.names())
+@pytest.mark.parametrize("arch", LIGHT)
 def test_forward_and_backward(arch, channels, size, make_spec):
     spec = make_spec(channels=channels, size=size, num_classes=10)
     model = build_model(arch, spec)
@@ -31,20 +34,21 @@ def test_forward_and_backward(arch, channels, size, make_spec):
     assert any(param.grad.abs().sum() > 0 for param in model.parameters())
 
 
-@pytest.mark.parametrize("arch", ARCHS.names())
+@pytest.mark.parametrize("arch", LIGHT)
 def test_number_of_classes_follows_the_spec(arch, make_spec):
     model = build_model(arch, make_spec(channels=3, size=8, num_classes=4)).eval()
     assert model(torch.rand(2, 3, 8, 8)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("arch", ARCHS.names())
+@pytest.mark.parametrize("arch", LIGHT)
 def test_state_dict_round_trips_between_builds(arch, make_spec):
     """What an artifact stores (the state dict) loads strictly into a fresh build, and gives the same outputs."""
     spec = make_spec(channels=3, size=8)
     trained, fresh = build_model(arch, spec).eval(), build_model(arch, spec).eval()
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for param in trained.parameters():
-            param.add_(0.01)
+            param.add_(0.01 * torch.randn(param.shape, generator=gen))
     fresh.load_state_dict(trained.state_dict(), strict=True)
     x = torch.rand(2, 3, 8, 8)
     assert torch.equal(fresh(x), trained(x))
