@@ -1,0 +1,87 @@
+"""FIP, Fisher-information purification (Karim et al., ACM CCS 2024, arXiv 2409.00863).
+
+Fine-tunes all parameters on the clean subset, pulling the model to a smooth minimum:
+
+    L(θ) = CE(f_θ(x), y)
+         + η_F · T(θ)                                   on every ``trace_every``-th batch
+         + (w/2) · Σ_j F̂_j (θ_j − θ⁰_j)²               (clean-distribution-aware, CDA)
+
+with T(θ) = (1/B) Σ_i ‖∇_θ log p(y_i | x_i)‖², the trace of the empirical Fisher on the
+batch (per-sample gradients by torch.func, BatchNorm on running statistics), θ⁰ the
+input weights and F̂ the diagonal empirical Fisher of the input model on the clean
+subset, (1/N) Σ_i (∂_j log p(y_i | x_i))², computed once before training (no
+augmentation, eval mode). SGD at a constant rate on augmented clean batches.
+
+Defaults are the public code's (``FIPR:src/Remove_Backdoor_FIP.py``, ``Regularizer.py``):
+2000 iterations, batch 128, SGD lr 0.005, momentum 0.95, no weight decay, η_F 0.5,
+trace every 5 iterations, CDA weight 5.
+
+Deviations from the public code:
+- Its "trace" is mean over 20 Gaussian v of ⟨∇ mean log p, v⟩, whose expectation is 0,
+  and it reads ``log_softmax(out)[:, target]``, a B×B matrix, instead of each sample's
+  own label. Here T is the per-sample estimate of Tr(F) above.
+- Its CDA term is commented out; here it is on, with weight ``cda_weight`` (0 turns it off).
+- Its F̂ is the square of the gradient of the batch-mean log-likelihood (same B×B
+  indexing, train mode, so the pass also moves the BatchNorm statistics); here F̂ is the
+  mean of squared per-sample gradients, in eval mode.
+- Batches are drawn without replacement, one permutation per epoch (the shared training
+  loop), and ``iterations`` is rounded up to whole epochs; the public code samples with
+  replacement. With a clean set smaller than ``batch_size`` a batch is the whole set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from bench.imageset import ImageSet
+from bench.registry import DEFENSES
+from bench.train import sgd, train
+from defenses._fisher import FisherStep, check_finite, diagonal_fisher, eval_mode, iteration_config, module_fn
+from defenses.base import Defense, DefenseContext, DefenseOutput
+
+
+@dataclass(frozen=True)
+class FIPParams:
+    iterations: int = 2000  # optimiser steps, rounded up to whole epochs of the clean set
+    batch_size: int = 128
+    lr: float = 0.005  # constant
+    momentum: float = 0.95
+    weight_decay: float = 0.0
+    reg_F: float = 0.5  # η_F, weight of the Fisher-trace term
+    trace_every: int = 5  # the trace term is added on steps 0, k, 2k, ...
+    cda_weight: float = 5.0  # w in (w/2) Σ F̂ (θ − θ⁰)²; 0 disables the term
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "trace_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        for name in ("weight_decay", "reg_F", "cda_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def train_config(self, n: int):
+        return iteration_config(self.iterations, n, self.batch_size, self.lr, self.momentum, self.weight_decay)
+
+
+@DEFENSES.register("fip")
+class FIP(Defense):
+    Params = FIPParams
+
+    def purify(self, model: nn.Module, clean: ImageSet, ctx: DefenseContext) -> DefenseOutput:
+        p = self.params
+        cfg = p.train_config(len(clean))
+        params = {k: v for k, v in model.named_parameters() if v.requires_grad}
+        fn = module_fn(model)
+        anchor = {k: v.detach().clone() for k, v in params.items()}
+        with eval_mode(model):
+            fisher = diagonal_fisher(fn, params, clean, p.batch_size) if p.cda_weight > 0 else {}
+        step = FisherStep(model, fn, params, sgd(model, cfg, params.values()), p.reg_F, p.trace_every, p.cda_weight, anchor, fisher)
+        losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
+        check_finite(params, losses)
+        return DefenseOutput(model=model, epoch_losses=losses)
