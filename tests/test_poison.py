@@ -6,8 +6,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from bench.imageset import ImageSet
+from attacks._generators import build as build_net
+from attacks.base import Attack, AttackContext
+from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
 from bench.poison import (
     PoisonRatioError,
     Target,
@@ -15,8 +18,11 @@ from bench.poison import (
     draw_poison_index,
     poison_count,
     poison_training_set,
+    target_labels,
 )
 from bench.registry import ATTACKS
+from bench.train import GradientStep, TrainConfig
+from bench.train import train as train_model
 
 
 def gen(seed: int) -> torch.Generator:
@@ -159,18 +165,90 @@ def test_clean_label_poisoning_keeps_the_labels(train):
     assert torch.equal(out.x[index], 255 - train.x[index])
 
 
-@pytest.mark.parametrize("name", ATTACKS.names())
-def test_poisoning_with_every_attack_stamps_its_trigger_on_the_indexed_rows(name, train, tiny_spec):
+def ready(name: str, spec, **params):
+    """The attack as after its attack stage: prepared on a tiny set, trained a few batches through its training control."""
     cls = ATTACKS.get(name)
-    attack = cls(cls.Params(), tiny_spec)
-    index = torch.tensor([3, 9, 10])
-    out = poison_training_set(train, attack, index, Target("all2one", 0), num_classes=10)
-    assert torch.equal(out.x[index], attack.apply(train.x[index]))
+    attack = cls(cls.Params(**params), spec)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randint(0, 256, (32, spec.channels, spec.size, spec.size), generator=gen, dtype=torch.uint8)
+    y = torch.arange(32) % spec.num_classes
+    data = LoadedDataset(spec, ImageSet(x, y), ImageSet(x[:8], y[:8]))
+    ctx = AttackContext(Target("all2one", 0), 0.25, torch.Generator().manual_seed(0), torch.device("cpu"))
+    attack.prepare(data, ctx)
+    model = build_net(lambda: nn.Sequential(nn.Flatten(), nn.Linear(spec.channels * spec.size**2, spec.num_classes)), gen)
+    update = attack.training_update(GradientStep(model, torch.optim.SGD(model.parameters(), lr=0.1)), model, ctx)
+    train_model(model, data.train, TrainConfig(epochs=1, batch_size=16), spec.augmentation, gen, update)
+    return attack
+
+
+@pytest.fixture(scope="module")
+def attacks():
+    """Every registered attack, ready, on 3×8×8 images with 10 classes."""
+    spec = DatasetSpec("tiny3x8", channels=3, size=8, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: faster, and immune to oversubscription on a shared CPU
+    try:
+        yield {name: ready(name, spec) for name in ATTACKS.names()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+@pytest.mark.parametrize("mode", ["all2one", "all2all"])
+def test_poisoning_with_every_attack_changes_only_the_indexed_rows(name, mode, train, attacks):
+    """What the attack stage does: a poison index for attacks that poison the dataset, an empty one for the others."""
+    attack = attacks[name]
+    if mode not in attack.label_modes:
+        pytest.skip(f"{name} supports {attack.label_modes}")
+    target = Target(mode, 0)
+    index = torch.tensor([3, 9, 10]) if attack.poisons_dataset else torch.empty(0, dtype=torch.int64)
+    out = poison_training_set(train, attack, index, target, num_classes=10)
+    if attack.poisons_dataset:
+        assert torch.equal(out.x[index], attack.poison_inputs(train.x[index], train.y[index]))
+        assert not torch.equal(out.x[index], train.x[index])
+        expected = train.y[index] if attack.clean_label else target_labels(train.y[index], target, 10)
+        assert torch.equal(out.y[index], expected)
+        if mode == "all2all" and not attack.clean_label:
+            assert torch.equal(out.y[index], (train.y[index] + 1) % 10)
     untouched = torch.ones(20, dtype=torch.bool)
     untouched[index] = False
     assert torch.equal(out.x[untouched], train.x[untouched])
     assert torch.equal(out.y[untouched], train.y[untouched])
-    assert torch.equal(out.y[index], train.y[index] if attack.clean_label else torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_attacks_that_poison_no_dataset_control_training_instead(name):
+    """An attack with an empty poison index must poison batches, or it would train a clean model."""
+    cls = ATTACKS.get(name)
+    if not cls.poisons_dataset:
+        assert cls.training_update is not Attack.training_update
+        assert not cls.clean_label
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_declares_label_modes_it_knows(name):
+    modes = ATTACKS.get(name).label_modes
+    assert "all2one" in modes and set(modes) <= {"all2one", "all2all"}
+
+
+@pytest.mark.parametrize("name", ["badnets", "blended", "wanet", "inputaware", "lira", "bpp"])
+def test_these_attacks_support_both_label_modes(name):
+    assert set(ATTACKS.get(name).label_modes) == {"all2one", "all2all"}
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+@pytest.mark.parametrize("mode", ["all2one", "all2all"])
+def test_backdoor_test_set_with_every_attack(name, mode, attacks):
+    test = ImageSet(torch.randint(0, 256, (12, 3, 8, 8), generator=gen(4), dtype=torch.uint8), TEST_LABELS.clone())
+    attack = attacks[name]
+    if mode not in attack.label_modes:
+        pytest.skip(f"{name} supports {attack.label_modes}")
+    bd = backdoor_test_set(test, attack, Target(mode, 3), num_classes=10)
+    keep = [0, 1, 2, 5, 6, 7, 8, 9, 10] if mode == "all2one" else list(range(12))
+    assert torch.equal(bd.y_true, TEST_LABELS[keep])
+    assert torch.equal(bd.y_target, torch.full((9,), 3) if mode == "all2one" else (TEST_LABELS + 1) % 10)
+    assert torch.equal(bd.x, attack.apply(test.x[keep]))
+    assert bd.x.dtype == torch.uint8 and bd.x.shape == (len(keep), 3, 8, 8)
 
 
 # ---------------------------------------------------------------- backdoor_test_set

@@ -1,0 +1,102 @@
+"""WaNet (Nguyen & Tran, ICLR 2021): a small, smooth, fixed warp of the whole image.
+
+The warping field: a ``k×k`` grid of 2-D offsets uniform in [−1, 1], divided by its
+mean absolute value, upsampled bicubically (``align_corners=True``) to the image side;
+the sampling grid is ``clamp((identity + s · field / H) · grid_rescale, −1, 1)`` and the
+trigger is ``grid_sample(x, grid, bilinear, align_corners=True)``. The field is drawn
+at construction from a generator seeded by ``grid_seed`` (as Blended's ``pattern_seed``),
+so it is reproducible anywhere and the attack keeps no state (``state_dict`` is empty).
+
+Training control (``training_update``, no poisoned dataset): in every augmented batch
+a fraction ``rho`` of the rows is warped and relabelled with the target (backdoor), and
+a fraction ``cross_ratio · rho`` is warped with the grid plus uniform noise in
+``[−1, 1] / H`` per pixel (noise mode) and keeps its label; counts per batch are
+rounded stochastically (``attacks._generators.split_roles``). BackdoorBench defaults:
+k 4, s 0.5, grid_rescale 1, cross_ratio 2. BackdoorBench warps before its own
+augmentation (random crop 5, rotation 10°); here the shared loop augments first, so
+the warp is stamped on the augmented images, aligned with the image frame as at test time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningUpdate, apply_float, split_roles
+from attacks.base import Attack, AttackContext
+from bench.imageset import DatasetSpec
+from bench.poison import Target, target_labels
+from bench.registry import ATTACKS
+from bench.seeding import make_generator
+from bench.train import Update
+
+
+@dataclass(frozen=True)
+class WaNetParams:
+    k: int = 4  # side of the control grid
+    s: float = 0.5  # warping strength
+    grid_rescale: float = 1.0  # scale of the sampling grid (1: none)
+    cross_ratio: float = 2.0  # noise-mode rows per backdoor row
+    grid_seed: int = 0  # seed of the warping field
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2, got {self.k}")
+        if not self.s >= 0:
+            raise ValueError(f"s must be >= 0, got {self.s}")
+        if not self.grid_rescale > 0:
+            raise ValueError(f"grid_rescale must be > 0, got {self.grid_rescale}")
+        if not self.cross_ratio >= 0:
+            raise ValueError(f"cross_ratio must be >= 0, got {self.cross_ratio}")
+
+
+def warping_grid(k: int, s: float, grid_rescale: float, size: int, gen: torch.Generator) -> Tensor:
+    """The sampling grid float32 ``[1, H, W, 2]`` (``[..., 0]`` is x, ``[..., 1]`` is y, in [−1, 1])."""
+    ins = torch.rand(1, 2, k, k, generator=gen) * 2 - 1
+    ins = ins / ins.abs().mean()
+    field = F.interpolate(ins, size=(size, size), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+    axis = torch.linspace(-1, 1, size)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    identity = torch.stack((cols, rows), dim=2)[None]
+    return ((identity + s * field / size) * grid_rescale).clamp(-1, 1)
+
+
+@ATTACKS.register("wanet")
+class WaNet(Attack):
+    Params = WaNetParams
+    poisons_dataset = False
+
+    def __init__(self, params: WaNetParams, spec: DatasetSpec) -> None:
+        super().__init__(params, spec)
+        gen = make_generator("wanet-grid", params.grid_seed)
+        self.grid = warping_grid(params.k, params.s, params.grid_rescale, spec.size, gen)  # [1, H, W, 2]
+
+    def warp(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Float images in [0, 1] warped by the grid (plus ``noise`` ``[N, H, W, 2]``, then clamped, if given)."""
+        grid = self.grid.to(x.device).expand(len(x), -1, -1, -1)
+        if noise is not None:
+            grid = (grid + noise).clamp(-1, 1)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return apply_float(self.warp, x)
+
+    def poison_batch(self, x: Tensor, y: Tensor, target: Target, rho: float, gen: torch.Generator) -> PoisonedBatch:
+        """One training batch (float ``[B, C, H, W]`` in [0, 1], labels ``[B]``) with backdoor and noise-mode rows."""
+        roles = split_roles(len(x), (rho, self.params.cross_ratio * rho), gen)
+        bd = torch.nonzero(roles == BACKDOOR).flatten().to(x.device)
+        cross = torch.nonzero(roles == CROSS).flatten().to(x.device)
+        size = self.spec.size
+        noise = (torch.rand(len(cross), size, size, 2, generator=gen) * 2 - 1).div_(size).to(x.device)
+        x, y = x.clone(), y.clone()
+        x[bd] = self.warp(x[bd])
+        x[cross] = self.warp(x[cross], noise)
+        y[bd] = target_labels(y[bd], target, self.spec.num_classes)
+        return PoisonedBatch(x, y, roles.to(x.device))
+
+    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
+        gen = ctx.generator
+        return PoisoningUpdate(update, lambda x, y: self.poison_batch(x, y, ctx.target, ctx.poison_ratio, gen))
