@@ -11,11 +11,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.grid import Grid, MethodChoice
+from bench.grid import Grid, MethodChoice, rule_matches
 from bench.pipeline import AttackStageSpec, DefenseStageSpec
 from bench.poison import Target
 from bench.train import TrainConfig
@@ -116,18 +115,10 @@ class Cell:
         )
 
 
-def _matches(rule_value: Any, value: Any) -> bool:
-    if isinstance(value, MethodChoice):
-        return rule_value in (value.name, value.label)
-    if isinstance(value, float) and isinstance(rule_value, (int, float)) and not isinstance(rule_value, bool):
-        return math.isclose(value, float(rule_value), rel_tol=1e-9, abs_tol=1e-12)
-    return rule_value == value
-
-
 def is_excluded(cell: Cell, rules: tuple[dict[str, Any], ...]) -> bool:
     """True when every key of some rule matches the cell (attack/defense by name or label)."""
     values = cell.axis_values()
-    return any(all(_matches(v, values[k]) for k, v in rule.items()) for rule in rules)
+    return any(rule_matches(rule, values) for rule in rules)
 
 
 def expand(grid: Grid) -> list[Cell]:

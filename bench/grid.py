@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -109,6 +110,19 @@ def _labelled(choices: list[MethodChoice]) -> tuple[MethodChoice, ...]:
             label += "(" + ", ".join(f"{k}={choice.params_dict[k]}" for k in varying) + ")"
         labelled.append(dataclasses.replace(choice, label=label))
     return tuple(labelled)
+
+
+def _rule_value_matches(rule_value: Any, value: Any) -> bool:
+    if isinstance(value, MethodChoice):
+        return rule_value in (value.name, value.label)
+    if isinstance(value, float) and isinstance(rule_value, (int, float)) and not isinstance(rule_value, bool):
+        return math.isclose(value, float(rule_value), rel_tol=1e-9, abs_tol=1e-12)
+    return rule_value == value
+
+
+def rule_matches(rule: dict[str, Any], values: dict[str, Any]) -> bool:
+    """True when every key of an ``exclude`` rule matches ``values`` (methods by name or label)."""
+    return all(key in values and _rule_value_matches(v, values[key]) for key, v in rule.items())
 
 
 @dataclass(frozen=True)
@@ -240,15 +254,23 @@ def _check_exclude(rules: list[dict[str, Any]]) -> None:
 
 
 def _check_clean_label_ratios(
-    attacks: list[MethodChoice], ratios: list[float], targets: list[Target], datasets: list[str]
+    attacks: tuple[MethodChoice, ...], ratios: list[float], targets: list[Target], datasets: list[str],
+    exclude: list[dict[str, Any]],
 ) -> None:
-    """A clean-label attack draws ``fraction_count(rho, N)`` samples from the target class: it must have them."""
+    """A clean-label attack draws ``fraction_count(rho, N)`` samples from the target class: it must have them.
+
+    Combinations that an ``exclude`` rule removes whole (a rule on these axes only) are not checked.
+    """
     for i, attack in enumerate(attacks):
         if not ATTACKS.get(attack.name).clean_label:
             continue
         for name in datasets:
             counts = dataset_spec(name).train_class_counts
             for rho, target in itertools.product(ratios, targets):
+                values = {"dataset": name, "attack": attack, "poison_ratio": rho,
+                          "target_mode": target.mode, "target_label": target.label}
+                if any(rule_matches(rule, values) for rule in exclude):
+                    continue
                 if counts and fraction_count(rho, sum(counts)) > counts[target.label]:
                     raise GridError(
                         f"attacks[{i}]: clean-label {attack.name} at poison ratio {rho} needs "
@@ -303,8 +325,8 @@ def _validate(raw: Any, path: Path, text: str) -> Grid:
                     f"(supported: {', '.join(supported)})"
                 )
 
-    _check_clean_label_ratios(attacks, file.poison_ratios, targets, file.datasets)
     _check_exclude(file.exclude)
+    _check_clean_label_ratios(_labelled(attacks), file.poison_ratios, targets, file.datasets, file.exclude)
     _check_unique(list(file.metrics), "metrics")
     for i, name in enumerate(file.metrics):
         if name not in EXTRA_METRICS:

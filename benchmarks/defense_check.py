@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.artifacts import verify_artifact
 from bench.cells import stable_hash
 from bench.datasets import load_dataset
 from bench.imageset import DataOptions
@@ -57,7 +58,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 spec = attack_spec(attack, seed, args.rho)
                 artifact = args.cache / spec.key
-                if not (artifact / "meta.json").exists():
+                if not verify_artifact(artifact):
                     run_attack_stage(spec, data, artifact)
                 cell = DefenseStageSpec(f"check-{seed}", spec, args.defense, params, fraction)
                 start = time.perf_counter()

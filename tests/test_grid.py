@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cells import expand
 from bench.grid import GridError, load_grid
 
 VALID = """\
@@ -123,3 +124,14 @@ def test_clean_label_ratio_the_target_class_cannot_supply(tmp_path, monkeypatch)
     load_grid(write(tmp_path, ok))
     message = error_of(tmp_path, VALID)  # 0.1 of 1438 = 144 > 142
     assert "attacks[1]: clean-label blended at poison ratio 0.1 needs 144 training images of target class 0 of digits, which has 142" in message
+
+
+def test_clean_label_ratio_check_skips_combinations_excluded_whole(tmp_path, monkeypatch):
+    from attacks.blended import Blended
+
+    monkeypatch.setattr(Blended, "clean_label", True)
+    excluded = VALID + "exclude:\n  - {attack: blended, poison_ratio: 0.1}\n"
+    grid = load_grid(write(tmp_path, excluded))
+    assert all(cell.attack.name != "blended" for cell in expand(grid))
+    partial = VALID + "exclude:\n  - {attack: blended, poison_ratio: 0.1, defense: ft}\n"  # leaves the none cells
+    assert "clean-label blended at poison ratio 0.1" in error_of(tmp_path, partial)
