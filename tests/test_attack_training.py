@@ -38,6 +38,7 @@ def cross_fraction(name: str, attack: Attack, rho: float) -> float:
         "inputaware": lambda: p.cross_ratio * rho,  # cross trigger
         "bpp": lambda: p.neg_ratio,  # negative samples: a fraction of the batch, not of rho
         "lira": lambda: 0.0,
+        "blind": lambda: 0.0,  # the copy has backdoor rows only
     }[name]()
 
 

@@ -1,0 +1,259 @@
+"""Blind backdoor (Bagdasaryan & Shmatikov, USENIX Security 2021): code poisoning of the loss computation.
+
+The attacker controls only the code that computes the training loss: for every batch
+``(x, y)`` it synthesises a backdoored copy ``(x*, y*)`` and replaces the loss by the
+blind loss ``s_b · ℓ(x*, y*) + s_n · ℓ(x, y)`` (main task ``ℓ(x, y)``, backdoor task
+``ℓ(x*, y*)``, cross-entropy). It never touches the training set (``poisons_dataset`` is
+False) nor the optimiser.
+
+Trigger (BackdoorBench's ``attack/blind.py`` pixel pattern, from backdoors101's
+``PatternSynthesizer``): a 5×3 pattern stamped over the image,
+``x' = (1 − m) · x + m · p``, rows ``3·H // 32`` onwards and columns ``23·W // 32`` onwards
+(rows 3–7, columns 23–25 at 32×32, as BackdoorBench; rows 1–5, columns 11–13 at 16×16),
+every channel alike::
+
+    1 0 1
+    . 1 .        1: white (255), 0: black (0), .: left as it is (m = 0)
+    . . 0
+    . 1 .
+    1 0 1
+
+The pattern keeps its size in pixels at every image side (a 5×3 pattern scaled down
+to 16×16 would lose its shape); only its position scales. Sides below 5 are refused.
+
+Scales ``(s_b, s_n)`` (``loss_balance``):
+
+- ``"mgda"`` (the paper's default): the multiple-gradient descent solution for two tasks,
+  recomputed per batch. With ``g_b, g_n`` the gradients of the two losses over the
+  classifier's parameters, each divided by its normaliser (``mgda_normalize``:
+  ``"loss+"`` ``min(ℓ · ‖g‖, 10)``, BackdoorBench's setting; ``"loss"`` ``min(ℓ, 10)``;
+  ``"l2"`` ``‖g‖``; ``"none"`` 1), the Frank–Wolfe step for two tasks is closed-form:
+  ``s_b = clip(⟨g_n − g_b, g_n⟩ / ‖g_b − g_n‖², 0, 1)``, ``s_n = 1 − s_b`` (the
+  minimum-norm point of the segment between them). The public code clips to
+  [0.001, 0.999] at the ends; here it is the exact minimiser.
+- ``"fixed"``: ``s_b = backdoor_weight``, ``s_n = normal_weight``: BackdoorBench's
+  ``default.yaml`` mode (0.9 and 1.0).
+
+Training control (``training_update``): the backdoored copy of each augmented batch
+has a fraction ``rho`` of its rows stamped with the pattern and relabelled (all2one:
+the target; all2all: ``(y + 1) % K``), the other rows as in the batch; counts per batch
+are rounded stochastically (``attacks._generators.split_roles``). The copy is what the
+classifier's update computes its forward pass on; Blind replaces that update's loss
+function for the batch by the blind loss (the main-task term runs the model on the
+clean batch), which is the code-poisoning threat model: the attacker's code decides
+the loss, the rest of the training code is the victim's. The update must therefore be
+a ``bench.train.GradientStep`` (it is, in the attack stage).
+
+Deviations from BackdoorBench (``attack/blind.py``, defaults ``weight_loss_balance_mode:
+fixed``, normal 1.0, backdoor 0.9, ``mgda_normalize: loss+``):
+
+- the poison ratio: BackdoorBench stamps every row of the copy (``poisoning_proportion``
+  1.1, ignoring ``pratio``); here a fraction ``rho`` of the copy is stamped, so the rho
+  axis of a grid means what it means for every other attack (backdoors101's
+  ``poisoning_proportion``; ``rho = 1`` is BackdoorBench's setting).
+- the start of the attack: BackdoorBench computes only the main-task loss until it has
+  ``batch_history_len`` (1000) batches of history whose mean main-task loss is below
+  ``backdoor_batch_loss_threshold`` (1.0). Here ``warmup_batches`` (default 0: the attack
+  runs from the first batch) and ``loss_threshold`` do the same; 1000 batches is
+  longer than a whole 15-epoch run on digits (23 batches an epoch).
+- the default balance is MGDA (the paper's method) rather than BackdoorBench's fixed
+  scales; ``loss_balance="fixed"`` gives the latter.
+- all2all: BackdoorBench's training copy always carries the all2one target; here the
+  copy's labels follow the target mode.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from attacks._generators import BACKDOOR, CLEAN, PoisonedBatch, detached, split_roles
+from attacks.base import Attack, AttackContext
+from bench.device import autocast
+from bench.imageset import DatasetSpec
+from bench.poison import Target, target_labels
+from bench.registry import ATTACKS
+from bench.train import GradientStep, Update
+
+# 1: white, 0: black, -1: not stamped (backdoors101's ``mask_value``)
+PATTERN = ((1, 0, 1), (-1, 1, -1), (-1, -1, 0), (-1, 1, -1), (1, 0, 1))
+NORMALIZERS = ("loss+", "loss", "l2", "none")
+
+
+@dataclass(frozen=True)
+class BlindParams:
+    loss_balance: Literal["mgda", "fixed"] = "mgda"  # scales of the two losses: MGDA per batch, or fixed
+    mgda_normalize: Literal["loss+", "loss", "l2", "none"] = "loss+"  # gradient normaliser before MGDA
+    backdoor_weight: float = 0.9  # s_b with loss_balance "fixed"
+    normal_weight: float = 1.0  # s_n with loss_balance "fixed"
+    warmup_batches: int = 0  # batches of main-task history needed before the attack starts (0: from the start)
+    loss_threshold: float = 1.0  # the attack runs while the mean main-task loss over warmup_batches is below this
+
+    def __post_init__(self) -> None:
+        if self.loss_balance not in ("mgda", "fixed"):
+            raise ValueError(f"loss_balance must be 'mgda' or 'fixed', got {self.loss_balance!r}")
+        if self.mgda_normalize not in NORMALIZERS:
+            raise ValueError(f"mgda_normalize must be one of {NORMALIZERS}, got {self.mgda_normalize!r}")
+        for name in ("backdoor_weight", "normal_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.backdoor_weight + self.normal_weight <= 0:
+            raise ValueError("backdoor_weight and normal_weight cannot both be 0")
+        if self.warmup_batches < 0:
+            raise ValueError(f"warmup_batches must be >= 0, got {self.warmup_batches}")
+        if not self.loss_threshold > 0:
+            raise ValueError(f"loss_threshold must be > 0, got {self.loss_threshold}")
+
+
+def pattern_mask(size: int) -> tuple[Tensor, Tensor]:
+    """The stamp for ``size``×``size`` images: mask bool ``[H, W]`` and values float ``[H, W]`` in {0, 1}."""
+    rows, cols = len(PATTERN), len(PATTERN[0])
+    if size < rows:
+        raise ValueError(f"blind's 5×3 pattern needs images of side >= {rows}, got {size}")
+    top, left = 3 * size // 32, min(23 * size // 32, size - cols)
+    top = min(top, size - rows)
+    grid = torch.full((size, size), -1.0)
+    grid[top : top + rows, left : left + cols] = torch.tensor(PATTERN, dtype=torch.float32)
+    return grid >= 0, grid.clamp(min=0)
+
+
+def _flat_dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
+    return sum((u.float() * v.float()).sum() for u, v in zip(a, b))
+
+
+def _normaliser(grads: list[Tensor], loss: Tensor, kind: str) -> Tensor:
+    norm = _flat_dot(grads, grads).sqrt()
+    if kind == "loss+":
+        return (loss * norm).clamp(max=10.0)
+    if kind == "loss":
+        return loss.clamp(max=10.0)
+    if kind == "l2":
+        return norm
+    return torch.ones_like(norm)
+
+
+def mgda_scales(
+    g_backdoor: list[Tensor], g_normal: list[Tensor], l_backdoor: Tensor, l_normal: Tensor, normalize: str
+) -> tuple[Tensor, Tensor]:
+    """``(s_b, s_n)``, detached scalars summing to 1: the minimum-norm convex combination of the normalised gradients.
+
+    ``min_γ ‖γ v_b + (1 − γ) v_n‖²`` over γ ∈ [0, 1] is
+    ``γ = clip(⟨v_n − v_b, v_n⟩ / ‖v_b − v_n‖², 0, 1)``, with ``v = g / (normaliser + 1e-5)``;
+    equal gradients (any γ is optimal) give 1/2.
+    """
+    nb = _normaliser(g_backdoor, l_backdoor.detach().float(), normalize) + 1e-5
+    nn_ = _normaliser(g_normal, l_normal.detach().float(), normalize) + 1e-5
+    bb = _flat_dot(g_backdoor, g_backdoor) / (nb * nb)
+    nn2 = _flat_dot(g_normal, g_normal) / (nn_ * nn_)
+    bn = _flat_dot(g_backdoor, g_normal) / (nb * nn_)
+    gap = bb + nn2 - 2 * bn  # ‖v_b − v_n‖²
+    gamma = torch.where(gap > 0, (nn2 - bn) / gap.clamp(min=torch.finfo(gap.dtype).tiny), torch.full_like(gap, 0.5))
+    gamma = gamma.clamp(0.0, 1.0).detach()
+    return gamma, 1 - gamma
+
+
+@ATTACKS.register("blind")
+class Blind(Attack):
+    Params = BlindParams
+    poisons_dataset = False
+
+    def __init__(self, params: BlindParams, spec: DatasetSpec) -> None:
+        super().__init__(params, spec)
+        self.mask, self.values = pattern_mask(spec.size)  # [H, W] bool, [H, W] float in {0, 1}
+
+    def stamp(self, x: Tensor) -> Tensor:
+        """Float images ``[N, C, H, W]`` in [0, 1] with the pattern stamped."""
+        return torch.where(self.mask.to(x.device), self.values.to(x.device, x.dtype), x)
+
+    def apply(self, x: Tensor) -> Tensor:
+        values = (self.values * 255).to(x.device, torch.uint8)
+        return torch.where(self.mask.to(x.device), values, x)
+
+    def poison_batch(self, x: Tensor, y: Tensor, target: Target, rho: float, gen: torch.Generator) -> PoisonedBatch:
+        """The backdoored copy of a batch (float ``[B, C, H, W]`` in [0, 1]): a fraction ``rho`` stamped and relabelled."""
+        roles = split_roles(len(x), (rho,), gen)
+        bd = torch.nonzero(roles == BACKDOOR).flatten().to(x.device)
+        x, y = x.clone(), y.clone()
+        x[bd] = self.stamp(x[bd])
+        y[bd] = target_labels(y[bd], target, self.spec.num_classes)
+        return PoisonedBatch(x, y, roles.to(x.device))
+
+    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
+        if not isinstance(update, GradientStep):
+            raise TypeError(f"blind replaces the loss of a GradientStep, got {type(update).__name__}")
+        return BlindUpdate(self, update, model, ctx)
+
+
+class BlindUpdate:
+    """The classifier's ``GradientStep`` with its loss replaced by the blind loss (see the module docstring).
+
+    ``last`` is the last batch handed to the classifier's forward pass (the backdoored copy,
+    detached, with its rows' roles); ``last_scales`` the ``(s_b, s_n)`` it was trained with.
+    """
+
+    def __init__(self, attack: Blind, inner: GradientStep, model: nn.Module, ctx: AttackContext) -> None:
+        self.attack, self.inner, self.model, self.ctx = attack, inner, model, ctx
+        self.optimizer = inner.optimizer
+        p = attack.params
+        self.history: deque[float] = deque(maxlen=max(1, p.warmup_batches))  # main-task losses, while warming up
+        self.last: PoisonedBatch | None = None
+        self.last_scales: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def attacking(self) -> bool:
+        """Whether the attack runs on the next batch (always, unless ``warmup_batches`` holds it back)."""
+        p = self.attack.params
+        if p.warmup_batches == 0:
+            return True
+        return len(self.history) == p.warmup_batches and sum(self.history) / p.warmup_batches < p.loss_threshold
+
+    def scales(self, x: Tensor, y: Tensor, copy: PoisonedBatch) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(s_b, s_n, main-task loss or None)``; MGDA computes the main-task loss (graph kept) on the way."""
+        p = self.attack.params
+        if p.loss_balance == "fixed":
+            return torch.tensor(p.backdoor_weight), torch.tensor(p.normal_weight), None
+        loss_fn = self.inner.loss_fn
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        with autocast(x.device):
+            l_backdoor = loss_fn(self.model(copy.x), copy.y)
+            l_normal = loss_fn(self.model(x), y)
+        g_backdoor = _grads(l_backdoor, params, retain=False)
+        g_normal = _grads(l_normal, params, retain=True)
+        s_b, s_n = mgda_scales(g_backdoor, g_normal, l_backdoor, l_normal, p.mgda_normalize)
+        return s_b, s_n, l_normal
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        if not self.attacking:
+            loss = self.inner(x, y)  # the main task only
+            self.history.append(float(loss))
+            self.last = PoisonedBatch(x.detach(), y, torch.full((len(x),), CLEAN, device=x.device))
+            return loss
+        copy = self.attack.poison_batch(x, y, self.ctx.target, self.ctx.poison_ratio, self.ctx.generator)
+        s_b, s_n, l_normal = self.scales(x, y, copy)
+        s_b, s_n = s_b.to(x.device), s_n.to(x.device)
+        loss_fn = self.inner.loss_fn
+        seen: list[Tensor] = []
+
+        def blind_loss(logits: Tensor, labels: Tensor) -> Tensor:
+            normal = loss_fn(self.model(x), y) if l_normal is None else l_normal
+            seen.append(normal.detach())
+            return s_b * loss_fn(logits, labels) + s_n * normal
+
+        self.inner.loss_fn = blind_loss
+        try:
+            loss = self.inner(copy.x, copy.y)
+        finally:
+            self.inner.loss_fn = loss_fn
+        if self.attack.params.warmup_batches:
+            self.history.append(float(seen[-1]))
+        self.last, self.last_scales = detached(copy), (s_b, s_n)
+        return loss
+
+
+def _grads(loss: Tensor, params: list[Tensor], retain: bool) -> list[Tensor]:
+    grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
