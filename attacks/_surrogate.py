@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.archs import build_model
+from bench.archs import build_seeded_model
 from bench.imageset import LoadedDataset
 from bench.registry import ARCHS
 from bench.train import GradientStep, TrainConfig, Update, sgd, train
@@ -72,10 +72,7 @@ def train_surrogate(
     [0, 1] → logits ``[N, K]``.
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-    with torch.random.fork_rng(devices=[]):  # weight init reads the default CPU generator; restored after
-        torch.default_generator.manual_seed(seed)
-        model = build_model(arch, data.spec)
-    model = model.to(device)
+    model = build_seeded_model(arch, data.spec, seed).to(device)
     if epochs > 0:
         cfg = TrainConfig(epochs=epochs, batch_size=SURROGATE_BATCH_SIZE, lr=SURROGATE_LR)
         update: Update = GradientStep(model, sgd(model, cfg))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bench import __version__
-from bench.archs import build_model
+from bench.archs import build_model, build_seeded_model
 from bench.artifacts import load_artifact, save_artifact, verify_artifact
 from bench.device import default_device, describe
 from bench.imageset import LoadedDataset
@@ -106,10 +106,8 @@ def run_attack_stage(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: P
         index = torch.empty(0, dtype=torch.int64)
     poisoned = poison_training_set(data.train, attack, index, spec.target, data.spec.num_classes).to(device)
 
-    init_gen = make_generator(spec.seed, spec.key, "init")
-    with torch.random.fork_rng(devices=[]):  # weight init reads the default CPU generator; restored after
-        torch.default_generator.manual_seed(init_gen.initial_seed())
-        model = build_model(spec.arch, data.spec).to(device)
+    init_seed = make_generator(spec.seed, spec.key, "init").initial_seed()
+    model = build_seeded_model(spec.arch, data.spec, init_seed).to(device)
     update = attack.training_update(GradientStep(model, sgd(model, spec.train)), model, ctx)
     losses = train(model, poisoned, spec.train, data.spec.augmentation, make_generator(spec.seed, spec.key, "train"), update)
     bd_test = backdoor_test_set(data.test, attack, spec.target, data.spec.num_classes)

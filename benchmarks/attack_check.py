@@ -6,6 +6,9 @@ prints clean accuracy, ASR and RA side by side. Models are cached under ``--cach
 
     python benchmarks/attack_check.py badnets blended --rho 0.1
     python benchmarks/attack_check.py blended --param alpha=0.1 --mode all2all
+
+An attack whose poison ratio the training set cannot realise (a clean-label ratio above
+the target class's share) is reported and skipped; the others still run.
 """
 
 from __future__ import annotations
@@ -17,26 +20,26 @@ from pathlib import Path
 
 import yaml
 
-from bench.archs import build_model
+from bench.archs import build_seeded_model
 from bench.cells import stable_hash
 from bench.datasets import load_dataset
 from bench.device import default_device
 from bench.imageset import DataOptions
 from bench.metrics import accuracy, predict
 from bench.pipeline import AttackStageSpec, run_attack_stage
-from bench.poison import Target
+from bench.poison import PoisonRatioError, Target
 from bench.registry import ATTACKS
-from bench.seeding import make_generator
+from bench.seeding import derive_seed, make_generator
 from bench.train import TrainConfig, train
 
 TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
 
 
-def clean_accuracy(data, seed: int) -> float:
+def clean_accuracy(data, seed: int, cfg: TrainConfig) -> float:
     """Accuracy of a model trained on the clean training set with the same settings."""
     device = default_device()
-    model = build_model("small_cnn", data.spec).to(device)
-    train(model, data.train.to(device), TRAIN, data.spec.augmentation, make_generator(seed, "clean-baseline"))
+    model = build_seeded_model("small_cnn", data.spec, derive_seed(seed, "clean-baseline", "init")).to(device)
+    train(model, data.train.to(device), cfg, data.spec.augmentation, make_generator(seed, "clean-baseline"))
     return accuracy(predict(model, data.test.x), data.test.y.to(device))
 
 
@@ -47,22 +50,28 @@ def main() -> None:
     parser.add_argument("--rho", type=float, default=0.1)
     parser.add_argument("--mode", choices=("all2one", "all2all"), default="all2one")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=TRAIN.epochs, help="training epochs of every model, the clean one too")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-attack-check"))
     args = parser.parse_args()
 
     raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
+    cfg = dataclasses.replace(TRAIN, epochs=args.epochs)
     data = load_dataset(args.dataset, DataOptions(Path("data")))
     print(f"{'attack':14} {'acc':>6} {'asr':>6} {'ra':>6} {'poisoned':>8} {'sec':>6}")
-    print(f"{'(clean)':14} {100 * clean_accuracy(data, args.seed):6.1f} {'':>6} {'':>6} {0:8d}")
+    print(f"{'(clean)':14} {100 * clean_accuracy(data, args.seed, cfg):6.1f} {'':>6} {'':>6} {0:8d}")
     for name in args.attacks:
         params = ATTACKS.get(name).Params(**raw)
         target = Target(mode=args.mode)
         content = {"check": name, "params": dataclasses.asdict(params), "rho": args.rho, "mode": args.mode,
-                   "dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(TRAIN)}
-        spec = AttackStageSpec(stable_hash(content), args.dataset, "small_cnn", name, params, args.rho, target, args.seed, TRAIN)
+                   "dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
+        spec = AttackStageSpec(stable_hash(content), args.dataset, "small_cnn", name, params, args.rho, target, args.seed, cfg)
         start = time.perf_counter()
-        outcome = run_attack_stage(spec, data, args.cache / spec.key)
+        try:
+            outcome = run_attack_stage(spec, data, args.cache / spec.key)
+        except PoisonRatioError as error:  # e.g. a clean-label ratio the target class cannot supply
+            print(f"{name:14} not run: {error}")
+            continue
         m = outcome.metrics
         print(f"{name:14} {100 * m.acc:6.1f} {100 * m.asr:6.1f} {100 * m.ra:6.1f} {outcome.n_poison:8d} {time.perf_counter() - start:6.1f}")
 

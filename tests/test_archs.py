@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import build_model
+from bench.archs import build_model, build_seeded_model
 from bench.archs.base import Normalized
 from bench.registry import ARCHS
 
@@ -61,3 +61,14 @@ def test_normalized_subtracts_mean_and_divides_by_std_per_channel():
     assert torch.allclose(out[0, 0], torch.full((2, 2), 2.0))  # (1 − 0.5) / 0.25
     assert torch.allclose(out[0, 1], torch.full((2, 2), 0.25))  # (0.5 − 0) / 2
     assert "mean" not in model.state_dict() and "std" not in model.state_dict()
+
+
+@pytest.mark.parametrize("arch", LIGHT)
+def test_seeded_build_depends_on_the_seed_only_and_leaves_the_global_rng(arch, make_spec):
+    spec = make_spec(channels=3, size=8)
+    before = torch.random.get_rng_state()
+    a, b, c = (build_seeded_model(arch, spec, seed) for seed in (11, 11, 12))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    pairs = list(zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y, _ in pairs)
+    assert any(not torch.equal(x, z) for x, _, z in pairs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+import torch
 from torch import nn
 
 from bench._discover import import_submodules
@@ -22,3 +23,14 @@ import_submodules(sys.modules[__name__])
 def build_model(arch: str, spec: DatasetSpec) -> nn.Module:
     """The registered ``arch`` for ``spec``: input float ``[N, C, H, W]`` in [0, 1], output logits ``[N, K]``."""
     return Normalized(ARCHS.get(arch)(spec), spec.mean, spec.std)
+
+
+def build_seeded_model(arch: str, spec: DatasetSpec, seed: int) -> nn.Module:
+    """``build_model`` with weights initialised from ``seed``; the global CPU RNG is left as it was.
+
+    Weight initialisation reads the default CPU generator, so it runs inside a forked RNG
+    scope seeded with ``seed`` (``seed`` in [0, 2**63)).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build_model(arch, spec)
