@@ -9,6 +9,7 @@ and a reparametrisation of them (Fast FIP's spectral shifts).
 - ``fisher_trace``: T(θ) = (1/B) Σ_i ‖∇_θ log p(y_i | x_i)‖², an unbiased estimate of the
   trace of the empirical Fisher on the batch.
 - ``diagonal_fisher``: F̂_j = (1/N) Σ_i (∂_j log p(y_i | x_i))² over a whole data set.
+- ``relative_trace_weight``: the weight of T(θ) relative to the input model's trace Tr(F̂⁰).
 - ``cda_penalty``: (w/2) Σ_j F̂_j (θ_j − θ⁰_j)², the clean-distribution-aware (EWC) term.
 
 Per-sample gradients need BatchNorm in eval mode (running statistics): in train mode
@@ -92,6 +93,16 @@ def diagonal_fisher(fn: ParamFn, params: ParamDict, data: ImageSet, batch_size: 
         for k, g in grads.items():
             total[k] += g.pow(2).sum(0)
     return {k: v / max(len(data), 1) for k, v in total.items()}
+
+
+def relative_trace_weight(weight: float, fisher: ParamDict) -> float:
+    """``weight / Tr(F̂⁰)``: the weight that makes ``weight · T(θ) / T(θ⁰)`` of the absolute trace term.
+
+    ``Tr(F̂⁰) = Σ_j F̂_j`` is the input model's Fisher trace on the clean set (the sum of
+    its diagonal Fisher). A model with zero clean gradients has no trace to scale by: 0.
+    """
+    total = float(sum(v.sum() for v in fisher.values()))
+    return weight / total if total > 0 and math.isfinite(total) else 0.0
 
 
 def cda_penalty(params: ParamDict, anchor: ParamDict, fisher: ParamDict, weight: float) -> Tensor:

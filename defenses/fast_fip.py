@@ -10,12 +10,13 @@ the same matrix and gives back W bit for bit at δ = 0. Only the δ are trained;
 other parameter (biases, BatchNorm affine) stays fixed. The BatchNorm running statistics
 update as in FIP's train-mode fine-tuning. The loss is FIP's (``defenses._fisher``),
 with δ as the parameters:
-CE + η_F·T(δ) every ``trace_every`` steps + (w/2)·Σ F̂_δ δ², where T is the per-sample
-Fisher trace w.r.t. δ and F̂_δ the clean diagonal Fisher w.r.t. δ at δ = 0. At the end
+CE + η_F·T(δ)/Tr(F̂_δ) every ``trace_every`` steps + (w/2)·Σ F̂_δ δ², where T is the
+per-sample Fisher trace w.r.t. δ and F̂_δ the clean diagonal Fisher w.r.t. δ at δ = 0
+(so η_F weighs the trace relative to the input model's, as in FIP). At the end
 W(δ) is written back into the ordinary weights, so the returned model has the input's
 class and state_dict layout.
 
-Defaults: FIP's (2000 iterations, batch 128, momentum 0.95, η_F 0.5, trace every 5,
+Defaults: FIP's (2000 iterations, batch 128, momentum 0.95, η_F 0.1, trace every 5,
 CDA weight 5) except the learning rate, 0.05: δ is in singular-value units and has far
 fewer coordinates than the weights, so it needs larger steps.
 
@@ -37,7 +38,15 @@ from torch.func import functional_call
 from bench.imageset import ImageSet
 from bench.registry import DEFENSES
 from bench.train import sgd, train
-from defenses._fisher import FisherStep, ParamDict, ParamFn, check_finite, diagonal_fisher, eval_mode
+from defenses._fisher import (
+    FisherStep,
+    ParamDict,
+    ParamFn,
+    check_finite,
+    diagonal_fisher,
+    eval_mode,
+    relative_trace_weight,
+)
 from defenses.base import Defense, DefenseContext, DefenseOutput
 from defenses.fip import FIPParams
 
@@ -121,8 +130,8 @@ class FastFIP(Defense):
             v.requires_grad_(False)  # only δ is trained; no gradients for the weights it replaces
         try:
             with eval_mode(model):
-                fisher = diagonal_fisher(fn, deltas, clean, p.batch_size) if p.cda_weight > 0 else {}
-            step = FisherStep(model, fn, deltas, sgd(model, cfg, deltas.values()), p.reg_F, p.trace_every, p.cda_weight, anchor, fisher)
+                fisher = diagonal_fisher(fn, deltas, clean, p.batch_size) if p.reg_F > 0 or p.cda_weight > 0 else {}
+            step = FisherStep(model, fn, deltas, sgd(model, cfg, deltas.values()), relative_trace_weight(p.reg_F, fisher) if fisher else 0.0, p.trace_every, p.cda_weight, anchor, fisher)
             losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
         finally:
             for k, v in model.named_parameters():

@@ -23,8 +23,10 @@ from defenses._fisher import (
     iteration_config,
     module_fn,
     per_sample_grads,
+    relative_trace_weight,
 )
 from defenses.base import DefenseContext
+from defenses.fast_fip import SpectralShift
 from defenses.fip import FIPParams
 
 
@@ -200,9 +202,32 @@ def test_non_finite_weights_raise_training_diverged(model, spec, make_imageset):
         check_finite({"w": torch.tensor([1.0, float("inf")])}, [0.5])
 
 
-def test_defaults_are_the_public_codes():
+def test_defaults_are_the_public_codes_but_the_relative_trace_weight():
     p = FIPParams()
-    assert (p.iterations, p.batch_size, p.lr, p.momentum, p.reg_F, p.trace_every, p.cda_weight) == (2000, 128, 0.005, 0.95, 0.5, 5, 5.0)
+    assert (p.iterations, p.batch_size, p.lr, p.momentum, p.trace_every, p.cda_weight) == (2000, 128, 0.005, 0.95, 5, 5.0)
+    assert p.reg_F == 0.1
+
+
+def test_relative_trace_weight_divides_by_the_clean_fisher_trace():
+    fisher = {"a": torch.tensor([2.0, 0.5]), "b": torch.tensor([[1.5]])}  # Tr(F̂) = 4
+    assert relative_trace_weight(0.2, fisher) == pytest.approx(0.05)
+    assert relative_trace_weight(0.2, {"a": torch.zeros(3)}) == 0.0  # nothing to scale by
+
+
+def test_fip_trace_term_is_relative_to_the_input_models_trace(model, spec, make_imageset):
+    """The first step's loss is CE + η_F · T(θ⁰) / Tr(F̂⁰): on the unaugmented, full clean set that is CE + η_F."""
+    clean = make_imageset(n=8, channels=3, size=8, num_classes=10, seed=1)
+    net = copy.deepcopy(model).eval()
+    params = {k: v for k, v in net.named_parameters() if v.requires_grad}
+    fn = module_fn(net)
+    fisher = diagonal_fisher(fn, params, clean, 8)
+    x, y = clean.x.float().div(255), clean.y
+    anchor = {k: v.detach().clone() for k, v in params.items()}
+    weight = relative_trace_weight(0.3, fisher)
+    step = FisherStep(net, fn, params, torch.optim.SGD(params.values(), lr=0.0), weight, 1, 0.0, anchor, fisher)
+    with torch.no_grad():
+        ce = F.cross_entropy(net(x), y).item()
+    assert step(x, y).item() == pytest.approx(ce + 0.3, rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -213,3 +238,32 @@ def test_defaults_are_the_public_codes():
 def test_params_reject_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         FIPParams(**{field: value})
+
+
+def clean_trace(name: str, model: nn.Module, clean: ImageSet) -> float:
+    """Tr(F̂⁰) of the input model on ``clean``, w.r.t. what the defense trains (weights, or spectral shifts)."""
+    net = copy.deepcopy(model).eval()
+    if name == "fip":
+        fn, params = module_fn(net), {k: v for k, v in net.named_parameters() if v.requires_grad}
+    else:
+        shift = SpectralShift(net)
+        fn, params = shift.fn(), shift.zero_shifts()
+    return float(sum(v.sum() for v in diagonal_fisher(fn, params, clean, 8).values()))
+
+
+@pytest.mark.parametrize("name", ["fip", "fast_fip"])
+def test_fip_and_fast_fip_hand_their_step_the_relative_trace_weight(name, model, spec, make_imageset, monkeypatch):
+    module = __import__(f"defenses.{name}", fromlist=["FisherStep"])
+    seen: list[float] = []
+
+    class Recording(FisherStep):
+        def __init__(self, model, fn, params, optimizer, reg_F, *rest):
+            seen.append(reg_F)
+            super().__init__(model, fn, params, optimizer, reg_F, *rest)
+
+    monkeypatch.setattr(module, "FisherStep", Recording)
+    clean = make_imageset(n=8, channels=3, size=8, num_classes=10, seed=1)
+    ctx = DefenseContext(spec=spec, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    params = DEFENSES.get(name).Params(iterations=1, batch_size=8, reg_F=0.3)
+    DEFENSES.get(name)(params).run(model, clean, ctx)
+    assert seen == [pytest.approx(0.3 / clean_trace(name, model, clean), rel=1e-5)]
