@@ -54,6 +54,18 @@ def tiny_images() -> torch.Tensor:
     return torch.randint(0, 255, (8, 3, 8, 8), generator=gen, dtype=torch.uint8)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-tensor tests (faster, and immune to a busy shared CPU); restored after.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` skip themselves where no CUDA device is visible."""
     if torch.cuda.is_available():

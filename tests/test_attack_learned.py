@@ -24,12 +24,7 @@ from bench.poison import Target
 from bench.train import GradientStep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec(channels: int = 3, size: int = 8) -> DatasetSpec:

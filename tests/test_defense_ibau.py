@@ -15,13 +15,7 @@ from defenses.base import DefenseContext
 from defenses.ibau import HypergradientStep, IBAUParams, fixed_point_hypergradient, universal_perturbation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, which stalls on a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- the hypergradient on a quadratic

@@ -19,13 +19,7 @@ from defenses.nc import NCParams, Trigger, _CostSchedule, anomaly_indices, flagg
 K, SIDE = 10, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, which stalls on a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mad_index(norms: list[float]) -> list[float]:
