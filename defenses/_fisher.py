@@ -116,7 +116,9 @@ class FisherStep:
     ``params`` are the trainable tensors (leaves the optimiser owns) and ``fn`` the model
     as a function of them. The cross-entropy forward runs in the model's current mode
     (train: BatchNorm on batch statistics, running statistics updated); the trace term
-    in eval mode (see the module docstring). Returns the total loss of the batch.
+    in eval mode (see the module docstring). With ``max_grad_norm`` the gradient is
+    rescaled to that global L2 norm when it is longer (``inf``: never). Returns the
+    total loss of the batch.
     """
 
     def __init__(
@@ -130,10 +132,11 @@ class FisherStep:
         cda_weight: float,
         anchor: ParamDict,
         fisher: ParamDict,
+        max_grad_norm: float = math.inf,
     ) -> None:
         self.model, self.fn, self.params, self.optimizer = model, fn, params, optimizer
         self.reg_F, self.trace_every, self.cda_weight = reg_F, trace_every, cda_weight
-        self.anchor, self.fisher = anchor, fisher
+        self.anchor, self.fisher, self.max_grad_norm = anchor, fisher, max_grad_norm
         self.steps = 0
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -150,6 +153,8 @@ class FisherStep:
         loss = self.loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if math.isfinite(self.max_grad_norm):
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.max_grad_norm)
         self.optimizer.step()
         self.steps += 1
         return loss.detach()

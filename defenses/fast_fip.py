@@ -16,7 +16,7 @@ per-sample Fisher trace w.r.t. δ and F̂_δ the clean diagonal Fisher w.r.t. δ
 W(δ) is written back into the ordinary weights, so the returned model has the input's
 class and state_dict layout.
 
-Defaults: FIP's (2000 iterations, batch 128, momentum 0.95, η_F 0.1, trace every 5,
+Defaults: FIP's (2000 iterations, batch 128, momentum 0.95, η_F 0.2, trace every 5, gradient clipped at 20,
 CDA weight 5) except the learning rate, 0.05: δ is in singular-value units and has far
 fewer coordinates than the weights, so it needs larger steps.
 
@@ -131,7 +131,7 @@ class FastFIP(Defense):
         try:
             with eval_mode(model):
                 fisher = diagonal_fisher(fn, deltas, clean, p.batch_size) if p.reg_F > 0 or p.cda_weight > 0 else {}
-            step = FisherStep(model, fn, deltas, sgd(model, cfg, deltas.values()), relative_trace_weight(p.reg_F, fisher) if fisher else 0.0, p.trace_every, p.cda_weight, anchor, fisher)
+            step = FisherStep(model, fn, deltas, sgd(model, cfg, deltas.values()), relative_trace_weight(p.reg_F, fisher) if fisher else 0.0, p.trace_every, p.cda_weight, anchor, fisher, p.max_grad_norm)
             losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
         finally:
             for k, v in model.named_parameters():

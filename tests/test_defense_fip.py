@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -205,7 +206,23 @@ def test_non_finite_weights_raise_training_diverged(model, spec, make_imageset):
 def test_defaults_are_the_public_codes_but_the_relative_trace_weight():
     p = FIPParams()
     assert (p.iterations, p.batch_size, p.lr, p.momentum, p.trace_every, p.cda_weight) == (2000, 128, 0.005, 0.95, 5, 5.0)
-    assert p.reg_F == 0.1
+    assert (p.reg_F, p.max_grad_norm) == (0.2, 20.0)
+
+
+def test_fisher_step_clips_the_gradient_to_max_grad_norm():
+    """Plain SGD (lr 1, no momentum): the step is −g, rescaled to norm c when ‖g‖ > c; with c = inf unchanged."""
+    x, y = batch(classes=5)
+    steps = {}
+    for clip in (math.inf, 1e-3):
+        net = tiny_net()
+        params = dict(net.named_parameters())
+        before = {k: v.detach().clone() for k, v in params.items()}
+        step = FisherStep(net, module_fn(net), params, torch.optim.SGD(params.values(), lr=1.0), 0.0, 1, 0.0, before, {}, clip)
+        step(x, y)
+        steps[clip] = torch.cat([(before[k] - v.detach()).flatten() for k, v in params.items()])
+    assert steps[math.inf].norm() > 1e-3
+    assert steps[1e-3].norm().item() == pytest.approx(1e-3, rel=1e-3)
+    assert torch.allclose(steps[1e-3], steps[math.inf] * 1e-3 / steps[math.inf].norm(), atol=1e-7)
 
 
 def test_relative_trace_weight_divides_by_the_clean_fisher_trace():
@@ -233,7 +250,7 @@ def test_fip_trace_term_is_relative_to_the_input_models_trace(model, spec, make_
 @pytest.mark.parametrize(
     "field, value",
     [("iterations", 0), ("batch_size", 0), ("trace_every", 0), ("lr", 0.0), ("momentum", 1.0), ("momentum", -0.1),
-     ("weight_decay", -1.0), ("reg_F", -0.5), ("cda_weight", -1.0), ("reg_F", float("nan"))],
+     ("weight_decay", -1.0), ("reg_F", -0.5), ("cda_weight", -1.0), ("reg_F", float("nan")), ("max_grad_norm", 0.0)],
 )
 def test_params_reject_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
