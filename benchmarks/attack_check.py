@@ -41,7 +41,7 @@ from bench.poison import PoisonRatioError, Target
 from bench.registry import ATTACKS
 from bench.seeding import derive_seed, make_generator
 from bench.train import TrainConfig, train
-from benchmarks.synthetic import synthetic32
+from synthetic import synthetic32  # benchmarks/synthetic.py, beside this script
 
 TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
 BENCHMARK_DATASETS: dict[str, Callable[[], LoadedDataset]] = {"synthetic32": synthetic32}  # not in DATASETS
