@@ -112,7 +112,7 @@ def plan(grid_file: Path) -> None:
 @click.option("--no-plots", is_flag=True, help="Write the tables only.")
 def report(source: Path, results_dir: Path, fmt: str, out: Path | None, datasets, archs, rhos, fractions,
            metrics: str, rank_by: str, cost: bool, no_plots: bool) -> None:
-    """Write the leaderboard and plots for SOURCE: a grid file or a results .parquet file."""
+    """Write the leaderboard and plots for SOURCE: a grid file, a grid's results folder or a results .parquet file."""
     import pandas as pd
 
     from bench.cells import expand
@@ -134,6 +134,12 @@ def report(source: Path, results_dir: Path, fmt: str, out: Path | None, datasets
         if not source.is_file():
             fail(f"{source}: no such results file")
         frame, default_out = pd.read_parquet(source), source.parent / "report"
+    elif source.is_dir():
+        store = ResultStore(source)
+        if not store.row_files():
+            fail(f"{source}: no result rows under {store.rows_dir} (expected a grid's results folder, results/<grid name>)")
+        store.compact()
+        frame, default_out = store.load(), source / "report"
     else:
         grid = _load(str(source))
         store = ResultStore(results_dir / grid.name)

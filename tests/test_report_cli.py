@@ -86,3 +86,28 @@ def test_bad_input_exits_2_and_writes_nothing(parquet, tmp_path, args, message):
 def test_missing_results_file_exits_2(tmp_path):
     outcome = CliRunner().invoke(main, ["report", str(tmp_path / "nope.parquet")])
     assert outcome.exit_code == 2 and "nope.parquet: no such results file" in outcome.output
+
+
+def test_results_folder_source_compacts_its_rows_and_reports_them(tmp_path):
+    grid = load_grid(_grid_file(tmp_path))
+    folder = tmp_path / "results" / grid.name
+    store = ResultStore(folder)
+    for row in _fake_rows(grid, ["ok", "ok", "ok", "failed"]):
+        store.write_row(row)
+    outcome = CliRunner().invoke(main, ["report", str(folder), "--format", "csv", "--no-plots"])
+    assert outcome.exit_code == 0, outcome.output
+    assert (folder / "results.parquet").is_file()
+    assert sorted(p.name for p in (folder / "report").iterdir()) == ["leaderboard.csv"]
+    assert len(store.load()) == 4
+
+
+def test_empty_results_folder_exits_2_naming_it(tmp_path):
+    outcome = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert outcome.exit_code == 2 and f"{tmp_path}: no result rows" in outcome.output
+    assert not (tmp_path / "report").exists()
+
+
+def _grid_file(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(VALID)
+    return path
