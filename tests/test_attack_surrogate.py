@@ -22,7 +22,7 @@ from attacks.lf import LfParams, LowFrequency, gaussian_transfer, into_ball, low
 from attacks.trojannn import TrojanNN, TrojanNNParams, excite, last_linear, most_connected
 from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
 from bench.poison import Target
-from bench.train import GradientStep
+from tests.test_attack_training import Recording
 
 CPU = torch.device("cpu")
 
@@ -54,18 +54,6 @@ def conv_model(seed: int = 3, features: int = 8) -> nn.Module:
         nn.Conv2d(3, features, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, 10)
     )
     return build(factory, torch.Generator().manual_seed(seed)).eval()
-
-
-class Recording(GradientStep):
-    """A plain SGD step that keeps every batch it was given."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model, torch.optim.SGD(model.parameters(), lr=0.05))
-        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def __call__(self, x, y):
-        self.batches.append((x.detach().clone(), y.clone()))
-        return super().__call__(x, y)
 
 
 # ---------------------------------------------------------------- LC: the corner pattern
