@@ -16,7 +16,7 @@ per-sample Fisher trace w.r.t. δ and F̂_δ the clean diagonal Fisher w.r.t. δ
 W(δ) is written back into the ordinary weights, so the returned model has the input's
 class and state_dict layout.
 
-Defaults: FIP's (2000 iterations, batch 128, momentum 0.95, η_F 0.2, trace every 5, gradient clipped at 20,
+Defaults: FIP's (2000 iterations, batch 128, momentum 0.95, η_F 0.15, trace every 5, gradient clipped at 20,
 CDA weight 5) except the learning rate, 0.05: δ is in singular-value units and has far
 fewer coordinates than the weights, so it needs larger steps.
 

@@ -206,7 +206,7 @@ def test_non_finite_weights_raise_training_diverged(model, spec, make_imageset):
 def test_defaults_are_the_public_codes_but_the_relative_trace_weight():
     p = FIPParams()
     assert (p.iterations, p.batch_size, p.lr, p.momentum, p.trace_every, p.cda_weight) == (2000, 128, 0.005, 0.95, 5, 5.0)
-    assert (p.reg_F, p.max_grad_norm) == (0.2, 20.0)
+    assert (p.reg_F, p.max_grad_norm) == (0.15, 20.0)
 
 
 def test_fisher_step_clips_the_gradient_to_max_grad_norm():
