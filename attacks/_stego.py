@@ -16,7 +16,8 @@
   full-resolution 3×3 convolutions, image → image, linear output (a sigmoid saturates
   at white, the target of every clean image, and stops learning).
 - ``train_networks``: Adam over a set of networks, batches of a training set drawn
-  without replacement per epoch from an explicit generator.
+  without replacement per epoch from an explicit generator; ``check_network_training``
+  validates its settings.
 
 Every network is built on the meta device and initialised from an explicit generator
 (``attacks._generators.build``), never from the global RNG.
@@ -128,6 +129,18 @@ class RevealNet(nn.Sequential):
             nn.Conv2d(2 * width, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, channels, 3, padding=1),
         )  # fmt: skip
+
+
+def check_network_training(image_start: float, epochs: int, batch_size: int, lr: float) -> None:
+    """Raise ``ValueError`` naming the parameter when ``train_networks``' settings are out of range."""
+    if not 0.0 <= image_start < 1.0:
+        raise ValueError(f"image_start must be in [0, 1), got {image_start}")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
 
 
 def round_straight_through(x: Tensor) -> Tensor:

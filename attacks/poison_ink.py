@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks._generators import apply_float, build, child_generator
-from attacks._stego import RevealNet, StegoEncoder, ramp, round_straight_through, train_networks
+from attacks._stego import RevealNet, StegoEncoder, check_network_training, ramp, round_straight_through, train_networks
 from attacks.base import Attack, AttackContext
 from bench.augment import augment
 from bench.imageset import Augmentation, DatasetSpec, LoadedDataset
@@ -94,14 +94,7 @@ class PoisonInkParams:
         for name in ("image_weight", "edge_weight", "clean_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.image_start < 1.0:
-            raise ValueError(f"image_start must be in [0, 1), got {self.image_start}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_network_training(self.image_start, self.epochs, self.batch_size, self.lr)
 
 
 def luma(x: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attacks._generators import apply_float, build, child_generator
-from attacks._stego import BitDecoder, SecretMap, StegoEncoder, ramp, round_straight_through, train_networks
+from attacks._stego import BitDecoder, SecretMap, StegoEncoder, check_network_training, ramp, round_straight_through, train_networks
 from attacks.base import Attack, AttackContext
 from bench.imageset import DatasetSpec, LoadedDataset
 from bench.registry import ATTACKS
@@ -74,14 +74,7 @@ class SSBAParams:
             raise ValueError(f"eps must be in (0, 0.5], got {self.eps}")
         if not self.image_weight >= 0:
             raise ValueError(f"image_weight must be >= 0, got {self.image_weight}")
-        if not 0.0 <= self.image_start < 1.0:
-            raise ValueError(f"image_start must be in [0, 1), got {self.image_start}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_network_training(self.image_start, self.epochs, self.batch_size, self.lr)
 
 
 def secret_bits(secret: str) -> Tensor:
