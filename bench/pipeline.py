@@ -19,10 +19,10 @@ from bench import __version__
 from bench.archs import build_model, build_seeded_model
 from bench.artifacts import load_artifact, save_artifact, verify_artifact
 from bench.device import default_device, describe
-from bench.imageset import LoadedDataset
+from bench.imageset import ImageSet, LoadedDataset
 from bench.extra_metrics import EXTRA_METRICS, Probe, draw_probe
 from bench.metrics import Metrics, der, evaluate
-from bench.poison import Target, backdoor_test_set, draw_poison_index, poison_training_set
+from bench.poison import BackdoorTestSet, Target, backdoor_test_set, draw_poison_index, poison_training_set
 from bench.registry import ATTACKS, DEFENSES
 from bench.seeding import make_generator
 from bench.subsets import class_balanced_index, clean_subset_size
@@ -139,26 +139,45 @@ def attack_outcome_from_artifact(artifact_dir: Path) -> AttackOutcome | None:
     return AttackOutcome(Metrics(**meta["metrics"]), meta["n_poison"], meta["seconds"], meta["device"], meta["epoch_losses"])
 
 
+@dataclass(frozen=True)
+class Backdoored:
+    """A loaded attack artifact: its model, the triggered test set, and the metrics recorded at training."""
+
+    model: torch.nn.Module
+    backdoor_test: BackdoorTestSet
+    before: Metrics
+    poison_index: torch.Tensor
+
+
+def load_backdoored(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: Path, device: torch.device) -> Backdoored:
+    """The backdoored model of the artifact at ``artifact_dir`` (on ``device``) and its triggered test set."""
+    artifact = load_artifact(artifact_dir)
+    model = build_model(spec.arch, data.spec)
+    model.load_state_dict(artifact.state_dict)
+    attack = _attack(spec, data, artifact.attack_state)
+    bd_test = backdoor_test_set(data.test, attack, spec.target, data.spec.num_classes)
+    return Backdoored(model.to(device), bd_test, Metrics(**artifact.meta["metrics"]), artifact.poison_index)
+
+
+def defender_clean_set(spec: DefenseStageSpec, data: LoadedDataset, needs_clean: bool) -> ImageSet:
+    """The cell's clean subset of the training set (class-balanced, drawn from the cell's seed); empty without ``needs_clean``."""
+    if not needs_clean:
+        return data.train.subset(torch.empty(0, dtype=torch.int64))
+    gen = make_generator(spec.attack.seed, spec.attack.key, "clean-subset", spec.clean_fraction)
+    count = clean_subset_size(spec.clean_fraction, len(data.train))
+    return data.train.subset(class_balanced_index(data.train.y, count, gen))
+
+
 def run_defense_stage(spec: DefenseStageSpec, data: LoadedDataset, artifact_dir: Path) -> DefenseOutcome:
     """Apply one defense to the attack artifact at ``artifact_dir`` and evaluate before and after on ``data``."""
     start = time.perf_counter()
     device = default_device()
-    artifact = load_artifact(artifact_dir)
-    before = Metrics(**artifact.meta["metrics"])
-    model = build_model(spec.attack.arch, data.spec)
-    model.load_state_dict(artifact.state_dict)
-    model.to(device)
-    attack = _attack(spec.attack, data, artifact.attack_state)
-    bd_test = backdoor_test_set(data.test, attack, spec.attack.target, data.spec.num_classes)
+    loaded = load_backdoored(spec.attack, data, artifact_dir, device)
+    model, bd_test, before = loaded.model, loaded.backdoor_test, loaded.before
 
     defense = DEFENSES.get(spec.defense)(spec.defense_params)
-    gen = make_generator(spec.attack.seed, spec.attack.key, "clean-subset", spec.clean_fraction)
-    if defense.data == "clean":
-        count = clean_subset_size(spec.clean_fraction, len(data.train))
-        clean = data.train.subset(class_balanced_index(data.train.y, count, gen)).to(device)
-    else:
-        clean = data.train.subset(torch.empty(0, dtype=torch.int64)).to(device)
-    probe = _probe(spec, data, artifact.poison_index) if spec.extra_metrics else None
+    clean = defender_clean_set(spec, data, defense.data == "clean").to(device)
+    probe = _probe(spec, data, loaded.poison_index) if spec.extra_metrics else None
     extra_before = _extra_metrics(spec.extra_metrics, model, probe)
 
     ctx = DefenseContext(spec=data.spec, generator=make_generator(spec.attack.seed, spec.cell_id, "defense"), device=device)
