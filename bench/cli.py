@@ -148,6 +148,10 @@ def report(source: Path, results_dir: Path, fmt: str, out: Path | None, datasets
         order = [cell.cell_id for cell in expand(grid)]
         store.compact(order)
         frame, default_out = store.load(order), store.root / "report"
+        stale = ~frame["cell_id"].isin(order)
+        if stale.any():
+            click.echo(f"{int(stale.sum())} stored rows are of cells no longer in {source} (changed parameters?); left out")
+            frame = frame[~stale]
         grid_text = source.read_text(encoding="utf-8")
     if frame.empty:
         fail(f"{source}: no result rows")

@@ -101,6 +101,21 @@ def test_results_folder_source_compacts_its_rows_and_reports_them(tmp_path):
     assert len(store.load()) == 4
 
 
+def test_grid_source_leaves_out_rows_of_cells_no_longer_in_the_grid(tmp_path):
+    grid = load_grid(_grid_file(tmp_path))
+    store = ResultStore(tmp_path / "results" / grid.name)
+    rows = _fake_rows(grid, ["ok"] * 4)
+    for row in rows:
+        store.write_row(row)
+    args = ["report", str(tmp_path / "grid.yaml"), "--results-dir", str(tmp_path / "results"), "--format", "csv", "--no-plots"]
+    before = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    store.write_row({**rows[0], "cell_id": "0000000000000000", "acc_after": 0.0, "asr_after": 1.0})  # e.g. old parameters
+    after = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])
+    assert before.exit_code == after.exit_code == 0, after.output
+    assert "1 stored rows are of cells no longer in" in after.output
+    assert (tmp_path / "a" / "leaderboard.csv").read_text() == (tmp_path / "b" / "leaderboard.csv").read_text()
+
+
 def test_empty_results_folder_exits_2_naming_it(tmp_path):
     outcome = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert outcome.exit_code == 2 and f"{tmp_path}: no result rows" in outcome.output
