@@ -147,11 +147,10 @@ def report(source: Path, results_dir: Path, fmt: str, out: Path | None, datasets
             fail(f"no results for grid {grid.name} under {store.root}; run `bench run {source}` first")
         order = [cell.cell_id for cell in expand(grid)]
         store.compact(order)
-        frame, default_out = store.load(order), store.root / "report"
-        stale = ~frame["cell_id"].isin(order)
-        if stale.any():
-            click.echo(f"{int(stale.sum())} stored rows are of cells no longer in {source} (changed parameters?); left out")
-            frame = frame[~stale]
+        frame, default_out = store.load_cells(order), store.root / "report"
+        stale = len(store.row_files()) - len(frame)
+        if stale:
+            click.echo(f"{stale} stored rows are of cells no longer in {source} (changed parameters?); left out")
         grid_text = source.read_text(encoding="utf-8")
     if frame.empty:
         fail(f"{source}: no result rows")

@@ -60,6 +60,14 @@ class ResultStore:
             frame = frame.sort_values("cell_id", key=lambda ids: ids.map(rank).fillna(len(rank)), kind="stable")
         return frame.reset_index(drop=True)
 
+    def load_cells(self, cell_order: list[str]) -> pd.DataFrame:
+        """The rows of exactly the cells of ``cell_order``, in that order.
+
+        Rows of other cells (e.g. of a grid entry whose parameters have since changed) are left out.
+        """
+        frame = self.load(cell_order)
+        return frame[frame["cell_id"].isin(cell_order)].reset_index(drop=True)
+
     def statuses(self) -> dict[str, str]:
         """cell_id → status of every stored row."""
         frame = self.load()

@@ -238,7 +238,7 @@ def _log_report(tracker: Tracker, store: ResultStore, cell_order: list[str], gri
     """Attach the leaderboard (one self-contained HTML page) and plots of every result so far to the parent MLflow run."""
     from bench.report import write_report
 
-    frame = store.load(cell_order)
+    frame = store.load_cells(cell_order)
     if not frame["status"].eq("ok").any():
         return
     with tempfile.TemporaryDirectory() as folder:

@@ -109,6 +109,19 @@ def test_new_defense_reuses_the_trained_model(tmp_path):
     assert summary.finished_before == 2 and summary.counts["ok"] == 1
 
 
+def test_changed_defense_parameters_rerun_that_entry_and_reports_leave_the_old_rows_out(tmp_path):
+    results = tmp_path / "results"
+    path = grid_file(tmp_path, TINY.format(gpu=0))
+    run_sweep(load_grid(path), SweepOptions(results_dir=results))
+    path.write_text(path.read_text().replace("{name: ft, epochs: 1,", "{name: ft, epochs: 2,"))
+    summary = run_sweep(load_grid(path), SweepOptions(results_dir=results))  # its MLflow report sees both ft rows
+    assert summary.models_trained == 0 and summary.finished_before == 1 and summary.counts["ok"] == 1
+    outcome = CliRunner().invoke(main, ["report", str(path), "--results-dir", str(results), "--format", "csv",
+                                        "--no-plots", "--out", str(tmp_path / "report")])
+    assert outcome.exit_code == 0, outcome.output
+    assert "1 stored rows are of cells no longer in" in outcome.output
+
+
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     """cifar10 is absent offline: its attack trial fails, its cells are failed rows, digits still runs."""
     text = TINY.format(gpu=0).replace("datasets: [digits]", "datasets: [digits, cifar10]")
