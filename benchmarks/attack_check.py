@@ -3,11 +3,14 @@
 Trains one clean small_cnn (rho → no poison: the ``none`` row) and one backdoored model per
 named attack at the given poison ratio, with the quickstart's training settings, and
 prints clean accuracy, ASR and RA side by side. Backdoored models are cached under ``--cache``
-(a verified artifact is reused; its ``sec`` is then the time to read it).
+(a verified artifact is reused; its ``sec`` is then the time to read it), and so is the clean
+accuracy (``clean-*.json``).
 
     python benchmarks/attack_check.py badnets blended --rho 0.1
     python benchmarks/attack_check.py blended --param alpha=0.1 --mode all2all
     python benchmarks/attack_check.py sig lc ctrl --dataset synthetic32 --rho 0.1
+    python benchmarks/attack_check.py sig ctrl --dataset synthetic32 --rho 0.09 --epochs 8
+    python benchmarks/attack_check.py sig ctrl --dataset synthetic32 --classes 40 --train-size 8000 --rho 0.025
 
 ``--dataset`` takes a registered dataset or a benchmark-only one (``BENCHMARK_DATASETS``):
 ``synthetic32``, the synthetic 32×32 RGB set of ``benchmarks/synthetic.py``, learnable
@@ -15,7 +18,10 @@ but not trivially (as CIFAR-10), with balanced classes (clean-label rho up to 0.
 where the clean-label attacks can be shown; the digits' target class is too easy. There,
 rho 0.1 poisons every image of the target class (as BackdoorBench's pratio 0.1 on
 CIFAR-10), so a clean-label model predicts the target only with the trigger and loses
-that class's clean accuracy; rho 0.05 leaves half of it clean.
+that class's clean accuracy; rho 0.05 leaves half of it clean. ``--train-size`` sets its
+number of training images (default 4,000): more poisoned images at the same rho; ``--classes``
+its class count (default 10; ``n_train`` and its 1,000 test images must divide by it): the
+whole target class is ``1 / classes`` of the set (rho 0.025 with 40 classes).
 
 An attack whose poison ratio the training set cannot realise (a clean-label ratio above
 the target class's share) is reported and skipped; the others still run.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -45,14 +52,23 @@ from bench.train import TrainConfig, train
 from synthetic import synthetic32  # benchmarks/synthetic.py, beside this script
 
 TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
-BENCHMARK_DATASETS: dict[str, Callable[[], LoadedDataset]] = {"synthetic32": synthetic32}  # not in DATASETS
+BENCHMARK_DATASETS: dict[str, Callable[..., LoadedDataset]] = {"synthetic32": synthetic32}  # not in DATASETS
 
 
-def load_data(name: str) -> LoadedDataset:
-    """A benchmark-only dataset by name, else the registered one (``load_dataset``, under ./data)."""
+def load_data(name: str, options: dict[str, int]) -> LoadedDataset:
+    """A benchmark-only dataset by name, built with keyword ``options`` (e.g. ``n_train``), else the registered
+    one (``load_dataset``, under ./data; ``options`` must then be empty)."""
     if name in BENCHMARK_DATASETS:
-        return BENCHMARK_DATASETS[name]()
+        return BENCHMARK_DATASETS[name](**options)
+    if options:
+        raise SystemExit(f"--train-size and --classes apply only to {', '.join(BENCHMARK_DATASETS)}, not {name}")
     return load_dataset(name, DataOptions(Path("data")))
+
+
+def dataset_options(train_size: int | None, classes: int | None) -> dict[str, int]:
+    """The keyword options of a benchmark-only dataset that were given (``n_train``, ``num_classes``)."""
+    given = {"n_train": train_size, "num_classes": classes}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def clean_accuracy(data, seed: int, cfg: TrainConfig) -> float:
@@ -61,6 +77,16 @@ def clean_accuracy(data, seed: int, cfg: TrainConfig) -> float:
     model = build_seeded_model("small_cnn", data.spec, derive_seed(seed, "clean-baseline", "init")).to(device)
     train(model, data.train.to(device), cfg, data.spec.augmentation, make_generator(seed, "clean-baseline"))
     return accuracy(predict(model, data.test.x), data.test.y.to(device))
+
+
+def cached_clean_accuracy(data, seed: int, cfg: TrainConfig, path: Path) -> float:
+    """``clean_accuracy``, read from the JSON file ``path`` when present, else computed and written there."""
+    if path.is_file():
+        return float(json.loads(path.read_text())["acc"])
+    acc = clean_accuracy(data, seed, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"acc": acc}))
+    return acc
 
 
 def main() -> None:
@@ -72,19 +98,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs, help="training epochs of every model, the clean one too")
     parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--train-size", type=int, help=f"training images of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
+    parser.add_argument("--classes", type=int, help=f"class count of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-attack-check"))
     args = parser.parse_args()
 
     raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
     cfg = dataclasses.replace(TRAIN, epochs=args.epochs)
-    data = load_data(args.dataset)
+    options = dataset_options(args.train_size, args.classes)
+    data = load_data(args.dataset, options)
+    base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
+    if options:  # absent by default: the keys of earlier runs stay valid
+        base["dataset_options"] = options
+    clean_path = args.cache / f"clean-{stable_hash({'check': 'clean', **base})}.json"
     print(f"{'attack':14} {'acc':>6} {'asr':>6} {'ra':>6} {'poisoned':>8} {'sec':>6}")
-    print(f"{'(clean)':14} {100 * clean_accuracy(data, args.seed, cfg):6.1f} {'':>6} {'':>6} {0:8d}")
+    start = time.perf_counter()
+    clean = cached_clean_accuracy(data, args.seed, cfg, clean_path)
+    print(f"{'(clean)':14} {100 * clean:6.1f} {'':>6} {'':>6} {0:8d} {time.perf_counter() - start:6.1f}")
     for name in args.attacks:
         params = ATTACKS.get(name).Params(**raw)
         target = Target(mode=args.mode)
-        content = {"check": name, "params": dataclasses.asdict(params), "rho": args.rho, "mode": args.mode,
-                   "dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
+        content = {"check": name, "params": dataclasses.asdict(params), "rho": args.rho, "mode": args.mode, **base}
         spec = AttackStageSpec(stable_hash(content), args.dataset, "small_cnn", name, params, args.rho, target, args.seed, cfg)
         start = time.perf_counter()
         try:

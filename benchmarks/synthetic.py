@@ -4,20 +4,21 @@ Not a registered dataset (``bench.datasets``): a benchmark-only stand-in where t
 embedded digits cannot show an attack, e.g. the clean-label attacks, which need a
 target class whose natural features are not trivially learnable.
 
-Each of the 10 classes owns a prototype: ``COMPONENTS`` coloured plane waves
-``colour · cos(2π (ky · i + kx · j) / 32 + phase)`` with low integer frequencies
-(``|ky|, |kx| ≤ MAX_FREQ``), so the class is a colour texture of given orientations and
-scales. Every image is a random mixture: its class prototype at weight ``U(CLASS_WEIGHT)``,
-the prototypes of ``DISTRACTORS`` other classes at weights ``U(DISTRACTOR_WEIGHT)`` (a
-distractor may outweigh the class: the labels are not separable, as on natural images),
-each prototype at its own random cyclic shift (a phase shift of its waves), on a random smooth
-background (1/f² noise), with per-image contrast and per-channel brightness jitter and
-Gaussian pixel noise. Classes are balanced (exactly ``n / 10`` images each, in random
-order). Everything is drawn from one ``torch.Generator`` seeded with ``seed``.
+Each of the ``num_classes`` classes (10 by default) owns a prototype: ``COMPONENTS``
+coloured plane waves ``colour · cos(2π (ky · i + kx · j) / 32 + phase)`` with low integer
+frequencies (``|ky|, |kx| ≤ MAX_FREQ``), so the class is a colour texture of given
+orientations and scales. Every image is a random mixture: its class prototype at weight
+``U(CLASS_WEIGHT)``, the prototypes of ``DISTRACTORS`` other classes at weights
+``U(DISTRACTOR_WEIGHT)`` (a distractor may outweigh the class: the labels are not
+separable, as on natural images), each prototype at its own random cyclic shift (a phase
+shift of its waves), on a random smooth background (1/f² noise), with per-image contrast
+and per-channel brightness jitter and Gaussian pixel noise. Classes are balanced (exactly
+``n / num_classes`` images each, in random order). Everything is drawn from one
+``torch.Generator`` seeded with ``seed``.
 
 With ``benchmarks/attack_check.py``'s settings a clean small_cnn reaches about 85% test
-accuracy (4,000 training images, 15 epochs). A clean-label rho of 0.1 poisons the whole
-target class.
+accuracy (4,000 training images, 15 epochs). A clean-label rho of ``1 / num_classes`` (0.1
+with 10 classes) poisons the whole target class.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from bench.imageset import Augmentation, DatasetSpec, ImageSet, LoadedDataset
 
 SIZE = 32
 CHANNELS = 3
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # default class count
 COMPONENTS = 3  # plane waves per class prototype
 MAX_FREQ = 3  # largest |ky|, |kx| of a wave, in periods across the image
 DISTRACTORS = 2  # other classes' prototypes mixed into every image
@@ -49,15 +50,15 @@ def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], gen: torch.Gen
     return low + (high - low) * torch.rand(shape, generator=gen)
 
 
-def _prototype_waves(gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """The classes' waves: int64 frequencies ``[K, COMPONENTS, 2]`` (ky, kx), float32 colours ``[K, COMPONENTS, 3]``
-    (unit norm; each prototype then has unit pixel std over the image) and phases ``[K, COMPONENTS]`` in [0, 2π)."""
-    freq = torch.randint(-MAX_FREQ, MAX_FREQ + 1, (NUM_CLASSES, COMPONENTS, 2), generator=gen)
+def _prototype_waves(k: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` classes' waves: int64 frequencies ``[k, COMPONENTS, 2]`` (ky, kx), float32 colours ``[k, COMPONENTS, 3]``
+    (unit norm; each prototype then has unit pixel std over the image) and phases ``[k, COMPONENTS]`` in [0, 2π)."""
+    freq = torch.randint(-MAX_FREQ, MAX_FREQ + 1, (k, COMPONENTS, 2), generator=gen)
     zero = (freq == 0).all(-1)
     freq[..., 1] = torch.where(zero, 1, freq[..., 1])  # no constant wave: (0, 0) → (0, 1)
-    colour = torch.randn(NUM_CLASSES, COMPONENTS, CHANNELS, generator=gen)
+    colour = torch.randn(k, COMPONENTS, CHANNELS, generator=gen)
     colour = colour / colour.norm(dim=-1, keepdim=True) * math.sqrt(2 * CHANNELS / COMPONENTS)
-    phase = 2 * math.pi * torch.rand(NUM_CLASSES, COMPONENTS, generator=gen)
+    phase = 2 * math.pi * torch.rand(k, COMPONENTS, generator=gen)
     return freq, colour, phase
 
 
@@ -85,9 +86,9 @@ def _background(n: int, gen: torch.Generator) -> Tensor:
     return (field - field.mean((-2, -1), keepdim=True)) / field.std((-2, -1), keepdim=True).clamp_min(1e-6)
 
 
-def _distractors(y: Tensor, gen: torch.Generator) -> Tensor:
-    """``DISTRACTORS`` distinct classes per image, none equal to its label: int64 ``[N, DISTRACTORS]``."""
-    scores = torch.rand(len(y), NUM_CLASSES, generator=gen)
+def _distractors(y: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    """``DISTRACTORS`` distinct classes of ``k`` per image, none equal to its label: int64 ``[N, DISTRACTORS]``."""
+    scores = torch.rand(len(y), k, generator=gen)
     scores[torch.arange(len(y)), y] = 2.0  # never chosen: the smallest scores are
     return scores.argsort(dim=1)[:, :DISTRACTORS]
 
@@ -96,7 +97,7 @@ def _images(y: Tensor, waves: tuple[Tensor, Tensor, Tensor], gen: torch.Generato
     """uint8 ``[N, 3, 32, 32]`` images of labels ``y`` (int64 ``[N]``), in [0, 255]."""
     n = len(y)
     mix = _uniform((n, 1, 1, 1), CLASS_WEIGHT, gen) * _render(y, waves, gen)
-    others = _distractors(y, gen)
+    others = _distractors(y, len(waves[0]), gen)
     for d in range(DISTRACTORS):
         mix = mix + _uniform((n, 1, 1, 1), DISTRACTOR_WEIGHT, gen) * _render(others[:, d], waves, gen)
     mix = mix + BACKGROUND_STD * _background(n, gen)
@@ -107,9 +108,9 @@ def _images(y: Tensor, waves: tuple[Tensor, Tensor, Tensor], gen: torch.Generato
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _balanced_labels(n: int, gen: torch.Generator) -> Tensor:
-    """int64 ``[n]``: exactly ``n / 10`` of each class, in random order."""
-    return (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=gen)]
+def _balanced_labels(n: int, k: int, gen: torch.Generator) -> Tensor:
+    """int64 ``[n]``: exactly ``n / k`` of each of ``k`` classes, in random order."""
+    return (torch.arange(n) % k)[torch.randperm(n, generator=gen)]
 
 
 def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -118,28 +119,30 @@ def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(xf.mean((0, 2, 3)).tolist()), tuple(xf.std((0, 2, 3)).tolist())
 
 
-def synthetic32(seed: int = 0, n_train: int = 4000, n_test: int = 1000) -> LoadedDataset:
-    """The synthetic set: ``train``/``test`` uint8 ``[n, 3, 32, 32]`` in [0, 255], int64 labels in [0, 10).
+def synthetic32(seed: int = 0, n_train: int = 4000, n_test: int = 1000, num_classes: int = NUM_CLASSES) -> LoadedDataset:
+    """The synthetic set: ``train``/``test`` uint8 ``[n, 3, 32, 32]`` in [0, 255], int64 labels in [0, num_classes).
 
-    ``n_train`` and ``n_test`` must be multiples of 10 (balanced classes). The same
-    ``seed`` gives identical tensors; train and test share the class prototypes. The
-    spec's mean/std are the training set's per-channel statistics.
+    ``num_classes`` must exceed ``DISTRACTORS``; ``n_train`` and ``n_test`` must be multiples
+    of it (balanced classes). The same ``seed`` gives identical tensors; train and test
+    share the class prototypes. The spec's mean/std are the training set's per-channel statistics.
     """
-    if n_train % NUM_CLASSES or n_test % NUM_CLASSES or n_train <= 0 or n_test <= 0:
-        raise ValueError(f"n_train and n_test must be positive multiples of {NUM_CLASSES}, got {n_train}, {n_test}")
+    if num_classes <= DISTRACTORS:
+        raise ValueError(f"num_classes must exceed DISTRACTORS ({DISTRACTORS}), got {num_classes}")
+    if n_train % num_classes or n_test % num_classes or n_train <= 0 or n_test <= 0:
+        raise ValueError(f"n_train and n_test must be positive multiples of {num_classes}, got {n_train}, {n_test}")
     gen = torch.Generator().manual_seed(seed)
-    waves = _prototype_waves(gen)
-    y_train, y_test = _balanced_labels(n_train, gen), _balanced_labels(n_test, gen)
+    waves = _prototype_waves(num_classes, gen)
+    y_train, y_test = _balanced_labels(n_train, num_classes, gen), _balanced_labels(n_test, num_classes, gen)
     train, test = ImageSet(_images(y_train, waves, gen), y_train), ImageSet(_images(y_test, waves, gen), y_test)
     mean, std = _channel_stats(train.x)
     spec = DatasetSpec(
         name="synthetic32",
         channels=CHANNELS,
         size=SIZE,
-        num_classes=NUM_CLASSES,
+        num_classes=num_classes,
         mean=mean,
         std=std,
         augmentation=Augmentation(crop_padding=4, flip=True),
-        train_class_counts=(n_train // NUM_CLASSES,) * NUM_CLASSES,
+        train_class_counts=(n_train // num_classes,) * num_classes,
     )
     return LoadedDataset(spec, train, test)

@@ -44,3 +44,16 @@ def test_classes_are_balanced_and_match_train_class_counts():
 def test_sizes_must_be_multiples_of_the_class_count():
     with pytest.raises(ValueError):
         synthetic32(n_train=105)
+
+
+def test_class_count_is_a_parameter_with_balanced_classes():
+    data = synthetic32(seed=0, n_train=400, n_test=80, num_classes=40)
+    assert data.spec.num_classes == 40
+    assert tuple(torch.bincount(data.train.y, minlength=40).tolist()) == data.spec.train_class_counts == (10,) * 40
+    assert int(data.test.y.max()) == 39
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 2}, {"num_classes": 40, "n_train": 100}])
+def test_bad_class_count_or_size_is_refused(kwargs):
+    with pytest.raises(ValueError, match="num_classes|multiples"):
+        synthetic32(seed=0, **kwargs)
