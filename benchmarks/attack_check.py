@@ -21,7 +21,9 @@ CIFAR-10), so a clean-label model predicts the target only with the trigger and 
 that class's clean accuracy; rho 0.05 leaves half of it clean. ``--train-size`` sets its
 number of training images (default 4,000): more poisoned images at the same rho; ``--classes``
 its class count (default 10; ``n_train`` and its 1,000 test images must divide by it): the
-whole target class is ``1 / classes`` of the set (rho 0.025 with 40 classes).
+whole target class is ``1 / classes`` of the set (rho 0.025 with 40 classes); ``--noise`` its
+white pixel noise (default 0.02; 0 leaves the highest frequencies nearly empty, as in
+photographs, where CTRL's frequency trigger stands out).
 
 An attack whose poison ratio the training set cannot realise (a clean-label ratio above
 the target class's share) is reported and skipped; the others still run.
@@ -55,19 +57,19 @@ TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
 BENCHMARK_DATASETS: dict[str, Callable[..., LoadedDataset]] = {"synthetic32": synthetic32}  # not in DATASETS
 
 
-def load_data(name: str, options: dict[str, int]) -> LoadedDataset:
+def load_data(name: str, options: dict[str, float]) -> LoadedDataset:
     """A benchmark-only dataset by name, built with keyword ``options`` (e.g. ``n_train``), else the registered
     one (``load_dataset``, under ./data; ``options`` must then be empty)."""
     if name in BENCHMARK_DATASETS:
         return BENCHMARK_DATASETS[name](**options)
     if options:
-        raise SystemExit(f"--train-size and --classes apply only to {', '.join(BENCHMARK_DATASETS)}, not {name}")
+        raise SystemExit(f"--train-size, --classes and --noise apply only to {', '.join(BENCHMARK_DATASETS)}, not {name}")
     return load_dataset(name, DataOptions(Path("data")))
 
 
-def dataset_options(train_size: int | None, classes: int | None) -> dict[str, int]:
-    """The keyword options of a benchmark-only dataset that were given (``n_train``, ``num_classes``)."""
-    given = {"n_train": train_size, "num_classes": classes}
+def dataset_options(train_size: int | None, classes: int | None, noise: float | None) -> dict[str, float]:
+    """The keyword options of a benchmark-only dataset that were given (``n_train``, ``num_classes``, ``noise_std``)."""
+    given = {"n_train": train_size, "num_classes": classes, "noise_std": noise}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -100,12 +102,13 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--train-size", type=int, help=f"training images of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
     parser.add_argument("--classes", type=int, help=f"class count of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
+    parser.add_argument("--noise", type=float, help=f"pixel-noise std of {', '.join(BENCHMARK_DATASETS)}, in [0, 1] units (default: its own)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-attack-check"))
     args = parser.parse_args()
 
     raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
     cfg = dataclasses.replace(TRAIN, epochs=args.epochs)
-    options = dataset_options(args.train_size, args.classes)
+    options = dataset_options(args.train_size, args.classes, args.noise)
     data = load_data(args.dataset, options)
     base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
     if options:  # absent by default: the keys of earlier runs stay valid

@@ -93,8 +93,8 @@ def _distractors(y: Tensor, k: int, gen: torch.Generator) -> Tensor:
     return scores.argsort(dim=1)[:, :DISTRACTORS]
 
 
-def _images(y: Tensor, waves: tuple[Tensor, Tensor, Tensor], gen: torch.Generator) -> Tensor:
-    """uint8 ``[N, 3, 32, 32]`` images of labels ``y`` (int64 ``[N]``), in [0, 255]."""
+def _images(y: Tensor, waves: tuple[Tensor, Tensor, Tensor], noise_std: float, gen: torch.Generator) -> Tensor:
+    """uint8 ``[N, 3, 32, 32]`` images of labels ``y`` (int64 ``[N]``), in [0, 255]; pixel noise of std ``noise_std``."""
     n = len(y)
     mix = _uniform((n, 1, 1, 1), CLASS_WEIGHT, gen) * _render(y, waves, gen)
     others = _distractors(y, len(waves[0]), gen)
@@ -103,7 +103,7 @@ def _images(y: Tensor, waves: tuple[Tensor, Tensor, Tensor], gen: torch.Generato
     mix = mix + BACKGROUND_STD * _background(n, gen)
     contrast = _uniform((n, 1, 1, 1), CONTRAST, gen)
     brightness = _uniform((n, CHANNELS, 1, 1), (-BRIGHTNESS, BRIGHTNESS), gen)
-    noise = NOISE_STD * torch.randn(n, CHANNELS, SIZE, SIZE, generator=gen)
+    noise = noise_std * torch.randn(n, CHANNELS, SIZE, SIZE, generator=gen)
     x = 0.5 + SCALE * contrast * mix + brightness + noise
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -119,13 +119,20 @@ def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(xf.mean((0, 2, 3)).tolist()), tuple(xf.std((0, 2, 3)).tolist())
 
 
-def synthetic32(seed: int = 0, n_train: int = 4000, n_test: int = 1000, num_classes: int = NUM_CLASSES) -> LoadedDataset:
+def synthetic32(
+    seed: int = 0, n_train: int = 4000, n_test: int = 1000, num_classes: int = NUM_CLASSES, noise_std: float = NOISE_STD
+) -> LoadedDataset:
     """The synthetic set: ``train``/``test`` uint8 ``[n, 3, 32, 32]`` in [0, 255], int64 labels in [0, num_classes).
 
     ``num_classes`` must exceed ``DISTRACTORS``; ``n_train`` and ``n_test`` must be multiples
-    of it (balanced classes). The same ``seed`` gives identical tensors; train and test
-    share the class prototypes. The spec's mean/std are the training set's per-channel statistics.
+    of it (balanced classes). ``noise_std`` (≥ 0, [0, 1] units) is the white pixel noise; at 0
+    the images keep only the uint8 rounding, and, as natural photographs, carry almost no
+    energy at the highest spatial frequencies. The same ``seed`` gives identical tensors;
+    train and test share the class prototypes. The spec's mean/std are the training set's
+    per-channel statistics.
     """
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     if num_classes <= DISTRACTORS:
         raise ValueError(f"num_classes must exceed DISTRACTORS ({DISTRACTORS}), got {num_classes}")
     if n_train % num_classes or n_test % num_classes or n_train <= 0 or n_test <= 0:
@@ -133,7 +140,8 @@ def synthetic32(seed: int = 0, n_train: int = 4000, n_test: int = 1000, num_clas
     gen = torch.Generator().manual_seed(seed)
     waves = _prototype_waves(num_classes, gen)
     y_train, y_test = _balanced_labels(n_train, num_classes, gen), _balanced_labels(n_test, num_classes, gen)
-    train, test = ImageSet(_images(y_train, waves, gen), y_train), ImageSet(_images(y_test, waves, gen), y_test)
+    train = ImageSet(_images(y_train, waves, noise_std, gen), y_train)
+    test = ImageSet(_images(y_test, waves, noise_std, gen), y_test)
     mean, std = _channel_stats(train.x)
     spec = DatasetSpec(
         name="synthetic32",

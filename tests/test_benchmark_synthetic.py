@@ -57,3 +57,12 @@ def test_class_count_is_a_parameter_with_balanced_classes():
 def test_bad_class_count_or_size_is_refused(kwargs):
     with pytest.raises(ValueError, match="num_classes|multiples"):
         synthetic32(seed=0, **kwargs)
+
+
+def test_noise_std_sets_the_white_pixel_noise():
+    noisy, quiet = synthetic32(seed=0, n_train=100, n_test=50), synthetic32(seed=0, n_train=100, n_test=50, noise_std=0.0)
+    assert torch.equal(noisy.train.y, quiet.train.y)
+    difference = noisy.train.x.float() - quiet.train.x.float()
+    assert 4.0 < float(difference.std()) < 6.0  # 0.02 · 255 ≈ 5.1 (before clamping)
+    with pytest.raises(ValueError, match="noise_std"):
+        synthetic32(seed=0, n_train=100, n_test=50, noise_std=-0.1)
