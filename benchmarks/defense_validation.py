@@ -53,12 +53,13 @@ class Verdict:
 
 
 def seed_means(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (defense label, attack label, clean fraction): mean ``acc_before``, ``acc_after`` and
-    ``asr_after`` of the rows that ended ok, and ``diverged``, the count of rows that diverged."""
+    """Per (defense label, attack label, clean fraction), in the rows' order: mean ``acc_before``,
+    ``acc_after`` and ``asr_after`` of the rows that ended ok, and ``diverged``, the count that diverged."""
     keys = ["defense_label", "attack_label", "clean_fraction"]
     ok = rows[rows["status"] == "ok"].groupby(keys, sort=False)[["acc_before", "acc_after", "asr_after"]].mean()
     diverged = (rows["status"] == "diverged").groupby([rows[k] for k in keys], sort=False).sum().rename("diverged")
-    return ok.join(diverged, how="outer").fillna({"diverged": 0}).reset_index()
+    in_order = pd.MultiIndex.from_frame(rows[keys].drop_duplicates())  # the grid's order, not sorted
+    return ok.join(diverged, how="outer").reindex(in_order).fillna({"diverged": 0}).reset_index()
 
 
 def fraction_verdicts(means: pd.DataFrame, fraction: float) -> list[Verdict]:

@@ -39,6 +39,11 @@ def test_bar_needs_low_asr_and_small_accuracy_drop():
     assert got == {"good": True, "leaky": False, "costly": False}
 
 
+def test_verdicts_follow_the_rows_order():
+    rows = [row("sft", 0.05, 0.97, 0.0), row("fip", 0.05, 0.97, 0.0), row("ngf", 0.05, 0.97, 0.0)]
+    assert list(verdicts(rows)) == ["sft", "fip", "ngf"]
+
+
 def test_baselines_are_not_judged_and_other_fractions_are_ignored():
     got = verdicts([row("none", 0.05, 0.99, 0.98), row("ft", 0.05, 0.99, 0.9), row("sft", 0.01, 0.5, 0.9), row("sft", 0.05, 0.97, 0.0)])
     assert got == {"sft": True}
