@@ -8,10 +8,10 @@ model with the trigger known (the oracle): clean cross-entropy on the training s
 the cross-entropy of triggered images against their true labels, on the first half of
 the triggered test images; ASR is measured on the other half. It then evaluates the
 defense's objective on the defender's clean subset, without augmentation, at the input
-model, at the defense's result (``bench``'s implementation, the validation grid's
-parameters) and at the oracle. An oracle that removes the backdoor but scores worse on
-the objective than the defense's result shows that the objective does not prefer the
-backdoor-free model.
+model, at the defense's result (``bench``'s implementation, with the parameters the
+validation grid ``--grid`` gives it) and at the oracle. An oracle that removes the
+backdoor but scores worse on the objective than the defense's result shows that the
+objective does not prefer the backdoor-free model.
 
 - NFT's objective: the MixUp cross-entropy, mean over fixed (λ, permutation) draws.
 - Fast FIP's: clean CE + η_F·T_δ/T_δ⁰ + (w/2)·Σ F̂_δ δ², with T_δ the Fisher trace w.r.t.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,16 +42,16 @@ from torch import Tensor, nn
 
 from bench.artifacts import verify_artifact
 from bench.datasets import load_dataset
+from bench.grid import load_grid
 from bench.imageset import DataOptions, ImageSet, LoadedDataset
 from bench.pipeline import Backdoored, DefenseStageSpec, defender_clean_set, load_backdoored, run_attack_stage
 from bench.registry import DEFENSES
 from defense_check import attack_spec  # benchmarks/defense_check.py, beside this script
-from defenses._fisher import cda_penalty, diagonal_fisher, fisher_trace
+from defenses._fisher import cda_penalty, diagonal_fisher, fisher_trace, relative_trace_weight
 from defenses.base import DefenseContext
 from defenses.fast_fip import SpectralShift
 from defenses.nft import MaskedBN
 
-VALIDATION_PARAMS = {"nft": {"iterations": 1000, "batch_size": 16}, "fast_fip": {"iterations": 1000, "batch_size": 16}}
 ORACLE_STEPS = 300
 MIXUP_DRAWS = 200
 Forward = Callable[[Tensor], Tensor]  # images [B, C, H, W] in [0, 1] -> logits [B, K]
@@ -73,7 +74,7 @@ class Setting:
     backdoored: Backdoored
     clean: ImageSet  # the defender's clean subset
     seed: int
-    overrides: dict  # defense parameters on top of VALIDATION_PARAMS
+    defense_params: dict[str, object]  # defense name -> its Params, as the validation grid sets them
 
     def halves(self) -> tuple[int, Tensor, Tensor, Tensor]:
         bd = self.backdoored.backdoor_test
@@ -117,10 +118,8 @@ def unlearn(setting: Setting, forward: Forward, params: list[Tensor], after_step
 
 def defended(setting: Setting, defense: str) -> nn.Module:
     """``bench``'s ``defense`` (the validation grid's parameters) applied to a copy of the backdoored model."""
-    method = DEFENSES.get(defense)
     ctx = DefenseContext(spec=setting.data.spec, generator=torch.Generator().manual_seed(setting.seed), device=torch.device("cpu"))
-    params = method.Params(**{**VALIDATION_PARAMS[defense], **setting.overrides})
-    return method(params).run(setting.backdoored.model, setting.clean, ctx).model.eval()
+    return DEFENSES.get(defense)(setting.defense_params[defense]).run(setting.backdoored.model, setting.clean, ctx).model.eval()
 
 
 def mixup_objective(clean: ImageSet, seed: int) -> Callable[[Forward], float]:
@@ -163,13 +162,13 @@ class SpectralObjective:
         zero = self.shift.zero_shifts()
         self.fisher = diagonal_fisher(self.shift.fn(), zero, setting.clean, 64)
         self.anchor = zero
-        self.trace0 = float(sum(v.sum() for v in self.fisher.values()))
+        self.trace_scale = relative_trace_weight(1.0, self.fisher)  # 1 / T_δ⁰
 
     def terms(self, deltas: dict[str, Tensor], model: nn.Module | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Clean CE, T_δ/T_δ⁰ and the CDA penalty at ``deltas`` (differentiable w.r.t. them)."""
         fn = self.shift.fn(model)
         ce = F.cross_entropy(fn(deltas, self.x), self.y)
-        trace = fisher_trace(fn, deltas, self.x, self.y) / self.trace0
+        trace = fisher_trace(fn, deltas, self.x, self.y) * self.trace_scale
         return ce, trace, cda_penalty(deltas, self.anchor, self.fisher, self.params.cda_weight)
 
     def loss(self, deltas: dict[str, Tensor]) -> Tensor:
@@ -212,13 +211,13 @@ def fast_fip_points(setting: Setting) -> list[Point]:
 POINTS: dict[str, Callable[[Setting], list[Point]]] = {"nft": nft_points, "fast_fip": fast_fip_points}
 
 
-def load_setting(attack: str, seed: int, fraction: float, data: LoadedDataset, cache: Path, overrides: dict) -> Setting:
+def load_setting(attack: str, seed: int, fraction: float, data: LoadedDataset, cache: Path, defense_params: dict) -> Setting:
     spec = attack_spec(attack, seed, 0.1)
     artifact = cache / spec.key
     if not verify_artifact(artifact):
         run_attack_stage(spec, data, artifact)
     cell = DefenseStageSpec(f"oracle-{seed}", spec, "none", None, fraction)
-    return Setting(data, load_backdoored(spec, data, artifact, torch.device("cpu")), defender_clean_set(cell, data, True), seed, overrides)
+    return Setting(data, load_backdoored(spec, data, artifact, torch.device("cpu")), defender_clean_set(cell, data, True), seed, defense_params)
 
 
 def main() -> None:
@@ -228,14 +227,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-check"))
+    parser.add_argument("--grid", type=Path, default=Path("grids/digits_defenses.yaml"), help="where the defenses' parameters come from")
     parser.add_argument("--param", action="append", default=[], help="NAME=VALUE (YAML value) for the defenses' own runs, repeatable")
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
+    defense_params = {choice.name: dataclasses.replace(choice.params, **overrides)
+                      for choice in load_grid(args.grid).defenses if choice.name in POINTS}
 
     data = load_dataset("digits", DataOptions(Path("data")))
     print(f"{'attack':9} {'defense':9} {'point':22} {'C-Acc':>6} {'ASR':>6} {'objective':>9}")
     for attack in args.attacks.split(","):
-        setting = load_setting(attack, args.seed, args.fraction, data, args.cache, overrides)
+        setting = load_setting(attack, args.seed, args.fraction, data, args.cache, defense_params)
         for defense in args.defenses.split(","):
             for point in POINTS[defense](setting):
                 print(f"{attack:9} {defense:9} {point.label:22} {100 * point.acc:6.1f} {100 * point.asr:6.1f} {point.objective:9.4f}  {point.detail}", flush=True)

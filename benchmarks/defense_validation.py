@@ -11,8 +11,8 @@ one verdict line per defense and attack against the bar:
 - at the smallest clean fraction, FT-SAM's mean ASR is below vanilla FT's.
 
 A cell that diverged counts against its defense's verdict. The verdicts are printed, not
-enforced: the exit status is non-zero only when the sweep itself fails (``bench run`` or
-``bench report`` fails, or a cell ends ``failed``).
+enforced: the exit status is non-zero only when the sweep itself fails (``bench run``, which
+exits 1 when a cell ended ``failed``, or ``bench report``).
 """
 
 from __future__ import annotations
@@ -113,9 +113,6 @@ def main() -> None:
         print(verdict.line())
     print(f"FT-SAM against vanilla FT at clean fraction {fractions[0]:g}:")
     print("\n".join(ftsam_beats_ft(means, fractions[0])))
-    failed = int((rows["status"] == "failed").sum())
-    if failed:
-        sys.exit(f"{failed} of {len(rows)} cells failed; their errors are in {folder / 'rows'}")
 
 
 if __name__ == "__main__":
