@@ -138,8 +138,9 @@ def report(source: Path, results_dir: Path, fmt: str, out: Path | None, datasets
         store = ResultStore(source)
         if not store.row_files():
             fail(f"{source}: no result rows under {store.rows_dir} (expected a grid's results folder, results/<grid name>)")
-        store.compact()
-        frame, default_out = store.load(), source / "report"
+        order = store.compacted_order()  # the grid's order, as `bench run` compacted it; new rows come last
+        store.compact(order)
+        frame, default_out = store.load(order), source / "report"
     else:
         grid = _load(str(source))
         store = ResultStore(results_dir / grid.name)

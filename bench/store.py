@@ -68,6 +68,12 @@ class ResultStore:
         frame = self.load(cell_order)
         return frame[frame["cell_id"].isin(cell_order)].reset_index(drop=True)
 
+    def compacted_order(self) -> list[str]:
+        """Cell ids in the row order of ``results.parquet`` (the grid's order once ``bench run`` wrote it); [] without it."""
+        if not self.results_path.is_file():
+            return []
+        return pq.read_table(self.results_path, columns=["cell_id"]).column("cell_id").to_pylist()
+
     def statuses(self) -> dict[str, str]:
         """cell_id → status of every stored row."""
         frame = self.load()

@@ -9,6 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from bench.cells import expand
 from bench.cli import main
 from bench.grid import load_grid
 from bench.store import ResultStore
@@ -99,6 +100,26 @@ def test_results_folder_source_compacts_its_rows_and_reports_them(tmp_path):
     assert (folder / "results.parquet").is_file()
     assert sorted(p.name for p in (folder / "report").iterdir()) == ["leaderboard.csv"]
     assert len(store.load()) == 4
+
+
+def test_results_folder_source_keeps_the_order_bench_run_compacted(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(VALID.replace("defenses: [none, {name: ft, epochs: 1}]", "defenses: [none, nad, ft, anp, fp]"))
+    grid = load_grid(path)
+    folder = tmp_path / "results" / grid.name
+    store = ResultStore(folder)
+    for row in _fake_rows(grid, ["ok"] * 10):
+        store.write_row(row)
+    grid_order = [cell.cell_id for cell in expand(grid)]
+    assert store.load()["cell_id"].tolist() != grid_order  # row files alone come in cell-id order
+    store.compact(grid_order)  # as `bench run` leaves it
+    args = ["--format", "csv", "--no-plots"]
+    from_grid = CliRunner().invoke(main, ["report", str(path), "--results-dir", str(tmp_path / "results"), *args,
+                                          "--out", str(tmp_path / "a")])
+    from_folder = CliRunner().invoke(main, ["report", str(folder), *args, "--out", str(tmp_path / "b")])
+    assert from_grid.exit_code == from_folder.exit_code == 0, from_folder.output
+    assert (tmp_path / "a" / "leaderboard.csv").read_text() == (tmp_path / "b" / "leaderboard.csv").read_text()
+    assert store.compacted_order() == grid_order
 
 
 def test_grid_source_leaves_out_rows_of_cells_no_longer_in_the_grid(tmp_path):
