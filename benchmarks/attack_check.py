@@ -11,6 +11,7 @@ accuracy (``clean-*.json``).
     python benchmarks/attack_check.py sig lc ctrl --dataset synthetic32 --rho 0.1
     python benchmarks/attack_check.py sig ctrl --dataset synthetic32 --rho 0.09 --epochs 8
     python benchmarks/attack_check.py sig ctrl --dataset synthetic32 --classes 40 --train-size 8000 --rho 0.025
+    python benchmarks/attack_check.py ctrl --dataset synthetic32 --classes 40 --train-size 16000 --rho 0.025 --margins
 
 ``--dataset`` takes a registered dataset or a benchmark-only one (``BENCHMARK_DATASETS``):
 ``synthetic32``, the synthetic 32×32 RGB set of ``benchmarks/synthetic.py``, learnable
@@ -25,6 +26,12 @@ whole target class is ``1 / classes`` of the set (rho 0.025 with 40 classes); ``
 white pixel noise (default 0.02; 0 leaves the highest frequencies nearly empty, as in
 photographs, where CTRL's frequency trigger stands out).
 
+``--margins`` also prints, per quartile of the clean margin (true-class minus target logit
+on the clean test image), how much the trigger raises the target logit and lowers the
+true-class one, and the ASR (``benchmarks/margins.py``): where a trigger wins and why it
+stops short. ``--lr`` and ``--batch-size`` change the training of every model;
+``--no-clean`` skips the clean baseline.
+
 An attack whose poison ratio the training set cannot realise (a clean-label ratio above
 the target class's share) is reported and skipped; the others still run.
 """
@@ -38,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
 import yaml
 
 from bench.archs import build_seeded_model
@@ -46,11 +54,12 @@ from bench.datasets import load_dataset
 from bench.device import default_device
 from bench.imageset import DataOptions, LoadedDataset
 from bench.metrics import accuracy, predict
-from bench.pipeline import AttackStageSpec, attack_outcome_from_artifact, run_attack_stage
-from bench.poison import PoisonRatioError, Target
+from bench.pipeline import AttackStageSpec, attack_outcome_from_artifact, load_backdoored, run_attack_stage
+from bench.poison import PoisonRatioError, Target, target_labels
 from bench.registry import ATTACKS
 from bench.seeding import derive_seed, make_generator
 from bench.train import TrainConfig, train
+from margins import logits, margin_bands  # benchmarks/margins.py, beside this script
 from synthetic import synthetic32  # benchmarks/synthetic.py, beside this script
 
 TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
@@ -91,6 +100,17 @@ def cached_clean_accuracy(data, seed: int, cfg: TrainConfig, path: Path) -> floa
     return acc
 
 
+def print_margin_bands(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: Path) -> None:
+    """The backdoored model's ASR, trigger boost and drop per quartile of the clean margin (``benchmarks/margins.py``)."""
+    loaded = load_backdoored(spec, data, artifact_dir, default_device())
+    y_target = target_labels(data.test.y, spec.target, data.spec.num_classes)
+    keep = torch.nonzero(y_target != data.test.y).flatten()  # the images of the triggered test set, in its order
+    clean, triggered = logits(loaded.model, data.test.x[keep]), logits(loaded.model, loaded.backdoor_test.x)
+    for i, band in enumerate(margin_bands(clean, triggered, data.test.y[keep], y_target[keep])):
+        print(f"{'':14} margin quartile {i + 1}: margin {band.margin:6.2f} boost {band.boost:6.2f} "
+              f"drop {band.drop:6.2f} asr {100 * band.asr:5.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("attacks", nargs="+")
@@ -99,15 +119,20 @@ def main() -> None:
     parser.add_argument("--mode", choices=("all2one", "all2all"), default="all2one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs, help="training epochs of every model, the clean one too")
+    parser.add_argument("--lr", type=float, default=TRAIN.lr, help="peak learning rate of every model (cosine schedule)")
+    parser.add_argument("--batch-size", type=int, default=TRAIN.batch_size, help="training batch size of every model")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--train-size", type=int, help=f"training images of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
     parser.add_argument("--classes", type=int, help=f"class count of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
     parser.add_argument("--noise", type=float, help=f"pixel-noise std of {', '.join(BENCHMARK_DATASETS)}, in [0, 1] units (default: its own)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-attack-check"))
+    parser.add_argument("--no-clean", action="store_true", help="skip the clean baseline (e.g. while another run computes it)")
+    parser.add_argument("--margins", action="store_true",
+                        help="also print each model's ASR and the trigger's effect on the logits per quartile of the clean margin")
     args = parser.parse_args()
 
     raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
-    cfg = dataclasses.replace(TRAIN, epochs=args.epochs)
+    cfg = dataclasses.replace(TRAIN, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
     options = dataset_options(args.train_size, args.classes, args.noise)
     data = load_data(args.dataset, options)
     base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
@@ -115,9 +140,10 @@ def main() -> None:
         base["dataset_options"] = options
     clean_path = args.cache / f"clean-{stable_hash({'check': 'clean', **base})}.json"
     print(f"{'attack':14} {'acc':>6} {'asr':>6} {'ra':>6} {'poisoned':>8} {'sec':>6}")
-    start = time.perf_counter()
-    clean = cached_clean_accuracy(data, args.seed, cfg, clean_path)
-    print(f"{'(clean)':14} {100 * clean:6.1f} {'':>6} {'':>6} {0:8d} {time.perf_counter() - start:6.1f}")
+    if not args.no_clean:
+        start = time.perf_counter()
+        clean = cached_clean_accuracy(data, args.seed, cfg, clean_path)
+        print(f"{'(clean)':14} {100 * clean:6.1f} {'':>6} {'':>6} {0:8d} {time.perf_counter() - start:6.1f}")
     for name in args.attacks:
         params = ATTACKS.get(name).Params(**raw)
         target = Target(mode=args.mode)
@@ -131,6 +157,8 @@ def main() -> None:
             continue
         m = outcome.metrics
         print(f"{name:14} {100 * m.acc:6.1f} {100 * m.asr:6.1f} {100 * m.ra:6.1f} {outcome.n_poison:8d} {time.perf_counter() - start:6.1f}")
+        if args.margins:
+            print_margin_bands(spec, data, args.cache / spec.key)
 
 
 if __name__ == "__main__":
