@@ -30,7 +30,9 @@ Deviations:
 - The inverse colour transform is the exact inverse of the forward matrix (Kornia's
   ``yuv_to_rgb`` uses rounded coefficients).
 - CTRL targets self-supervised learning; BackdoorBench and this benchmark train a
-  supervised classifier on the poisoned set.
+  supervised classifier on the poisoned set. There the trigger, seen only on target-class
+  images, is learned as a roughly fixed boost of the target logit: it reaches a high ASR
+  only when the whole target class is poisoned (docs/attacks.md).
 """
 
 from __future__ import annotations
