@@ -35,18 +35,26 @@ def der(before: Metrics, after: Metrics) -> float:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Predicted labels int64 ``[N]`` for uint8 images ``x`` ``[N, C, H, W]`` (on the model's device)."""
+def logits(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Logits ``[N, K]`` of ``model`` in eval mode for uint8 images ``x`` ``[N, C, H, W]``.
+
+    On the model's device, in autocast's precision there; the training mode is restored.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    preds = []
+    outputs = []
     with autocast(device):
         for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].to(device).float().div_(255)
-            preds.append(model(batch).argmax(1))
+            outputs.append(model(x[start : start + batch_size].to(device).float().div_(255)))
     model.train(was_training)
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64, device=device)
+    return torch.cat(outputs) if outputs else torch.empty(0, 0, device=device)
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Predicted labels int64 ``[N]`` for uint8 images ``x`` ``[N, C, H, W]`` (on the model's device)."""
+    out = logits(model, x, batch_size)
+    return out.argmax(1) if len(out) else torch.empty(0, dtype=torch.int64, device=out.device)
 
 
 def evaluate(model: nn.Module, test: ImageSet, backdoor: BackdoorTestSet) -> Metrics:

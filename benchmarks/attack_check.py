@@ -53,13 +53,13 @@ from bench.cells import stable_hash
 from bench.datasets import load_dataset
 from bench.device import default_device
 from bench.imageset import DataOptions, LoadedDataset
-from bench.metrics import accuracy, predict
+from bench.metrics import accuracy, logits, predict
 from bench.pipeline import AttackStageSpec, attack_outcome_from_artifact, load_backdoored, run_attack_stage
 from bench.poison import PoisonRatioError, Target, target_labels
 from bench.registry import ATTACKS
 from bench.seeding import derive_seed, make_generator
 from bench.train import TrainConfig, train
-from margins import logits, margin_bands  # benchmarks/margins.py, beside this script
+from margins import margin_bands  # benchmarks/margins.py, beside this script
 from synthetic import synthetic32  # benchmarks/synthetic.py, beside this script
 
 TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
@@ -105,7 +105,8 @@ def print_margin_bands(spec: AttackStageSpec, data: LoadedDataset, artifact_dir:
     loaded = load_backdoored(spec, data, artifact_dir, default_device())
     y_target = target_labels(data.test.y, spec.target, data.spec.num_classes)
     keep = torch.nonzero(y_target != data.test.y).flatten()  # the images of the triggered test set, in its order
-    clean, triggered = logits(loaded.model, data.test.x[keep]), logits(loaded.model, loaded.backdoor_test.x)
+    clean = logits(loaded.model, data.test.x[keep]).float().cpu()
+    triggered = logits(loaded.model, loaded.backdoor_test.x).float().cpu()
     for i, band in enumerate(margin_bands(clean, triggered, data.test.y[keep], y_target[keep])):
         print(f"{'':14} margin quartile {i + 1}: margin {band.margin:6.2f} boost {band.boost:6.2f} "
               f"drop {band.drop:6.2f} asr {100 * band.asr:5.1f}")

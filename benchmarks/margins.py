@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,6 @@ class MarginBand:
     drop: float  # fall of the true-class logit under the trigger
     asr: float  # fraction classified as the backdoor label with the trigger, in [0, 1]
     count: int
-
-
-@torch.no_grad()
-def logits(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """float32 ``[N, K]`` logits of ``model`` (eval mode, on its device) for uint8 images ``x`` ``[N, C, H, W]``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model(x[i : i + batch_size].to(device).float().div_(255)).float().cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
 
 
 def margin_bands(clean: Tensor, triggered: Tensor, y_true: Tensor, y_target: Tensor, bands: int = 4) -> list[MarginBand]:

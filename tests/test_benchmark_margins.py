@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from benchmarks.margins import logits, margin_bands
+from benchmarks.margins import margin_bands
 
 # Four images, three classes, backdoor label 0; true labels 1, 2, 1, 2.
 CLEAN = torch.tensor([[0.0, 5.0, 1.0], [1.0, 2.0, 9.0], [0.0, 1.0, 0.5], [2.0, 0.0, 4.0]])
@@ -37,13 +36,3 @@ def test_mismatched_lengths_and_bad_band_counts_are_rejected():
     with pytest.raises(ValueError, match="bands must be >= 1"):
         margin_bands(CLEAN, TRIGGERED, Y_TRUE, Y_TARGET, bands=0)
 
-
-def test_logits_scale_uint8_images_to_unit_range_and_keep_the_training_mode():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]))
-    model.train()
-    x = torch.tensor([[[[255, 0], [0, 51]]], [[[0, 0], [0, 255]]]], dtype=torch.uint8)  # [2, 1, 2, 2]
-    out = logits(model, x, batch_size=1)
-    assert torch.allclose(out, torch.tensor([[1.0, 0.4], [0.0, 2.0]]))
-    assert model.training

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.imageset import ImageSet
-from bench.metrics import Metrics, accuracy, der, evaluate, predict
+from bench.metrics import Metrics, accuracy, der, evaluate, logits, predict
 from bench.poison import BackdoorTestSet
 
 
@@ -70,6 +70,21 @@ def test_predict_scales_pixels_to_0_1_and_batches():
     preds = predict(model, images_predicting(classes), batch_size=3)
     assert preds.tolist() == classes
     assert model.seen_max == pytest.approx(1.0)
+
+
+def test_logits_are_the_model_outputs_on_unit_range_images_and_keep_the_training_mode():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]))
+    model.train()
+    x = torch.tensor([[[[255, 0], [0, 51]]], [[[0, 0], [0, 255]]]], dtype=torch.uint8)  # [2, 1, 2, 2]
+    assert torch.allclose(logits(model, x, batch_size=1), torch.tensor([[1.0, 0.4], [0.0, 2.0]]))
+    assert model.training
+
+
+def test_no_images_give_no_predictions():
+    preds = predict(PixelOracle(), torch.zeros(0, 1, 4, 4, dtype=torch.uint8))
+    assert preds.shape == (0,) and preds.dtype == torch.int64
 
 
 def test_evaluate_by_hand():
