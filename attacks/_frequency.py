@@ -46,20 +46,21 @@ def color_transform(space: ColorSpace) -> tuple[Tensor, Tensor]:
     return torch.tensor(_MATRICES[space], dtype=torch.float64), torch.tensor(_OFFSETS[space], dtype=torch.float64)
 
 
-def _mix(x: Tensor, matrix: Tensor) -> Tensor:
+def mix_channels(x: Tensor, matrix: Tensor) -> Tensor:
+    """``matrix`` (``[3, 3]``, rows: output channel) applied to every pixel of float ``[N, 3, H, W]``."""
     return torch.einsum("ij,njhw->nihw", matrix.to(x.device, x.dtype), x)
 
 
 def rgb_to(x: Tensor, space: ColorSpace) -> Tensor:
     """RGB float ``[N, 3, H, W]`` (0–255) → ``space``."""
     matrix, offset = color_transform(space)
-    return _mix(x, matrix) + offset.to(x.device, x.dtype).view(1, 3, 1, 1)
+    return mix_channels(x, matrix) + offset.to(x.device, x.dtype).view(1, 3, 1, 1)
 
 
 def rgb_from(x: Tensor, space: ColorSpace) -> Tensor:
     """``space`` float ``[N, 3, H, W]`` → RGB (0–255, not clamped): the exact inverse of ``rgb_to``."""
     matrix, offset = color_transform(space)
-    return _mix(x - offset.to(x.device, x.dtype).view(1, 3, 1, 1), torch.linalg.inv(matrix))
+    return mix_channels(x - offset.to(x.device, x.dtype).view(1, 3, 1, 1), torch.linalg.inv(matrix))
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -126,6 +127,13 @@ def spectral_bump(
     return bump
 
 
+def spectral_pattern(
+    channels: int, size: int, perturbed: tuple[int, ...], positions: tuple[tuple[int, int], ...], magnitude: float, window: int
+) -> Tensor:
+    """The trigger in the colour space, before the inverse colour transform: float64 ``[1, channels, size, size]``."""
+    return block_idct(spectral_bump(channels, size, window, perturbed, positions, magnitude), window)[None]
+
+
 def frequency_pattern(
     channels: int,
     size: int,
@@ -141,10 +149,10 @@ def frequency_pattern(
     back by the inverse colour matrix (the offset cancels); for 1 channel it is added to
     the single channel (``perturbed`` must be ``(0,)``).
     """
-    delta = block_idct(spectral_bump(channels, size, window, perturbed, positions, magnitude), window)[None]
+    delta = spectral_pattern(channels, size, perturbed, positions, magnitude, window)
     if channels == 3:
         matrix, _ = color_transform(space)
-        delta = _mix(delta, torch.linalg.inv(matrix))
+        delta = mix_channels(delta, torch.linalg.inv(matrix))
     return delta
 
 

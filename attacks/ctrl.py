@@ -25,10 +25,14 @@ Deviations:
   keeps 15 and 31 at every side.
 - Grayscale (1 channel): there is no chroma, so the coefficients are added to the single
   (luma) channel and ``channels`` is ignored.
-- Rounded to nearest; BackdoorBench truncates with ``.to(torch.uint8)`` before its clamp,
-  which also wraps values outside [0, 255] around.
-- The inverse colour transform is the exact inverse of the forward matrix (Kornia's
-  ``yuv_to_rgb`` uses rounded coefficients).
+- ``arithmetic="exact"`` (the default): the inverse colour transform is the exact inverse
+  of the forward matrix, and the result is rounded to nearest and clamped to [0, 255].
+  BackdoorBench's code does neither: Kornia's ``yuv_to_rgb`` uses rounded coefficients
+  (its round trip shifts a pixel by up to 0.35 of a level), and ``.to(torch.uint8)``
+  truncates toward zero and wraps values outside [0, 255] around (−3 → 253, 256.7 → 0)
+  before the clamp, which then has nothing to clamp. ``arithmetic="backdoorbench"``
+  reproduces both, to compare with its numbers: every pixel the trigger pushes past
+  black or white flips to the other extreme.
 - CTRL targets self-supervised learning; BackdoorBench and this benchmark train a
   supervised classifier on the poisoned set. There the trigger, seen only on target-class
   images, is learned as a roughly fixed boost of the target logit: it reaches a high ASR
@@ -38,13 +42,50 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+import torch
 from torch import Tensor
 
-from attacks._frequency import add_pattern, check_spectral_params, diagonal_positions, frequency_pattern
+from attacks._frequency import (
+    add_pattern,
+    check_spectral_params,
+    color_transform,
+    diagonal_positions,
+    frequency_pattern,
+    mix_channels,
+    spectral_pattern,
+)
 from attacks.base import Attack
 from bench.imageset import DatasetSpec
 from bench.registry import ATTACKS
+
+
+Arithmetic = Literal["exact", "backdoorbench"]
+ARITHMETICS: tuple[str, ...] = ("exact", "backdoorbench")
+
+# Kornia's yuv_to_rgb (what BackdoorBench inverts with): rows R, G, B; columns Y, U, V
+KORNIA_YUV_TO_RGB = ((1.0, 0.0, 1.14), (1.0, -0.396, -0.581), (1.0, 2.029, 0.0))
+
+
+def truncate_to_uint8(x: Tensor) -> Tensor:
+    """float ``x`` (0–255 units) → uint8 as ``.to(torch.uint8)`` on CPU: toward zero, then modulo 256 (−3.5 → 253)."""
+    return torch.trunc(x).to(torch.int64).remainder_(256).to(torch.uint8)
+
+
+def backdoorbench_trigger(
+    spec: DatasetSpec, channels: tuple[int, ...], positions: tuple[tuple[int, int], ...], magnitude: float
+) -> tuple[Tensor, Tensor | None]:
+    """BackdoorBench's trigger as ``truncate_to_uint8(round_trip · x + pattern)``, both float64.
+
+    ``pattern`` ``[1, C, H, W]`` is the spectral bump through Kornia's inverse; ``round_trip``
+    ``[3, 3]`` is Kornia's YUV → RGB after the exact RGB → YUV (None for grayscale: no colour step).
+    """
+    pattern = spectral_pattern(spec.channels, spec.size, channels, positions, magnitude, spec.size)
+    if spec.channels != 3:
+        return pattern, None
+    inverse = torch.tensor(KORNIA_YUV_TO_RGB, dtype=torch.float64)
+    return mix_channels(pattern, inverse), inverse @ color_transform("yuv")[0]
 
 
 @dataclass(frozen=True)
@@ -52,11 +93,14 @@ class CtrlParams:
     magnitude: float = 100.0  # added to each chosen DCT coefficient, in 0–255 units
     positions: tuple[int, ...] = (15, 31)  # diagonal coefficients (p, p) of a 32-wide window, each in [0, 31]
     channels: tuple[int, ...] = (1, 2)  # YUV channels perturbed (0 Y, 1 U, 2 V); ignored for grayscale
+    arithmetic: Arithmetic = "exact"  # "exact" or "backdoorbench" (its rounded inverse, truncation and wrap-around)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "positions", tuple(self.positions))
         object.__setattr__(self, "channels", tuple(self.channels))
         check_spectral_params(self.magnitude, self.positions, self.channels)
+        if self.arithmetic not in ARITHMETICS:
+            raise ValueError(f"arithmetic must be one of {', '.join(map(repr, ARITHMETICS))}, got {self.arithmetic!r}")
 
 
 @ATTACKS.register("ctrl")
@@ -70,8 +114,15 @@ class Ctrl(Attack):
         self.window = spec.size  # one DCT window over the whole image, as BackdoorBench
         channels = params.channels if spec.channels == 3 else (0,)
         positions = diagonal_positions(params.positions, self.window)
-        pattern = frequency_pattern(spec.channels, spec.size, "yuv", channels, positions, params.magnitude, self.window)
-        self.pattern = pattern.float()  # [1, C, H, W], 0–255 units
+        self.round_trip: Tensor | None = None  # "backdoorbench" only: Kornia's RGB → YUV → RGB, float64 [3, 3]
+        if params.arithmetic == "exact":
+            pattern = frequency_pattern(spec.channels, spec.size, "yuv", channels, positions, params.magnitude, self.window)
+            self.pattern = pattern.float()  # [1, C, H, W], 0–255 units
+        else:
+            self.pattern, self.round_trip = backdoorbench_trigger(spec, channels, positions, params.magnitude)
 
     def apply(self, x: Tensor) -> Tensor:
-        return add_pattern(x, self.pattern)
+        if self.params.arithmetic == "exact":
+            return add_pattern(x, self.pattern)
+        y = x.double() if self.round_trip is None else mix_channels(x.double(), self.round_trip)
+        return truncate_to_uint8(y + self.pattern.to(x.device))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from attacks import _frequency as fq
-from attacks.ctrl import CtrlParams
+from attacks.ctrl import CtrlParams, truncate_to_uint8
 from attacks.ftrojan import FTrojanParams
 from attacks.refool import RefoolParams, gaussian_blur, ghost_layer, reflection_image, reflection_layer, vignette
 from attacks.sig import SigParams, sinusoid
@@ -198,6 +198,57 @@ def test_frequency_params_reject_out_of_range_values(cls, bad):
 def test_ftrojan_rejects_a_bad_window(window):
     with pytest.raises(ValueError):
         FTrojanParams(window=window)
+
+
+def test_truncate_to_uint8_goes_toward_zero_then_wraps_around():
+    x = torch.tensor([-3.5, -0.4, 0.9, 254.99, 255.5, 256.7, 300.2], dtype=torch.float64)
+    assert truncate_to_uint8(x).tolist() == [253, 0, 0, 254, 255, 0, 44]
+
+
+def backdoorbench_ctrl(x: torch.Tensor, magnitude: float, positions, window: int) -> torch.Tensor:
+    """BackdoorBench's CTRL transform, step by step, on uint8 ``[N, 3, H, W]``.
+
+    Kornia's ``rgb_to_yuv``, DCT, ``magnitude`` added to the U and V coefficients, inverse
+    DCT, Kornia's ``yuv_to_rgb`` (``r = y + 1.14 v``, ``g = y − 0.396 u − 0.581 v``,
+    ``b = y + 2.029 u``), then ``.to(torch.uint8)``.
+    """
+    yuv = fq.block_dct(fq.rgb_to(x.double(), "yuv"), window)
+    for row, col in positions:
+        yuv[:, 1:, row, col] += magnitude
+    y, u, v = fq.block_idct(yuv, window).unbind(1)
+    rgb = torch.stack([y + 1.14 * v, y - 0.396 * u - 0.581 * v, y + 2.029 * u], 1)
+    return truncate_to_uint8(rgb)
+
+
+def test_ctrl_backdoorbench_arithmetic_is_its_literal_pipeline(make_spec):
+    attack = build("ctrl", make_spec(channels=3, size=16), arithmetic="backdoorbench")
+    x = images(6, 3, 16, seed=4)
+    expected = backdoorbench_ctrl(x, 100.0, ((7, 7), (15, 15)), 16)
+    assert torch.equal(attack.apply(x), expected)
+
+
+def test_ctrl_backdoorbench_arithmetic_wraps_where_exact_clamps(make_spec):
+    """Mid-range pixels differ by the truncation and Kornia's rounded inverse only; saturated ones flip to the other end."""
+    spec = make_spec(channels=3, size=32)
+    exact, bb = build("ctrl", spec), build("ctrl", spec, arithmetic="backdoorbench")
+    mid = images(4, 3, 32, low=60, high=196, seed=1)
+    assert (exact.apply(mid).int() - bb.apply(mid).int()).abs().max() <= 2
+    for level in (0, 255):
+        flat = torch.full((1, 3, 32, 32), level, dtype=torch.uint8)
+        far = (exact.apply(flat).int() - bb.apply(flat).int()).abs() > 128
+        assert far.float().mean() > 0.1, f"pixels pushed past {level} wrap around"
+
+
+def test_ctrl_backdoorbench_arithmetic_on_grayscale_truncates_the_same_pattern(make_spec):
+    spec = make_spec(channels=1, size=16)
+    exact, bb = build("ctrl", spec), build("ctrl", spec, arithmetic="backdoorbench")
+    x = images(3, 1, 16, seed=6)
+    assert torch.equal(bb.apply(x), truncate_to_uint8(x.double() + exact.pattern.double()))
+
+
+def test_ctrl_rejects_an_unknown_arithmetic():
+    with pytest.raises(ValueError, match="arithmetic"):
+        CtrlParams(arithmetic="kornia")
 
 
 # ---------------------------------------------------------------- SIG
