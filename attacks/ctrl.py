@@ -42,7 +42,7 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -62,7 +62,7 @@ from bench.registry import ATTACKS
 
 
 Arithmetic = Literal["exact", "backdoorbench"]
-ARITHMETICS: tuple[str, ...] = ("exact", "backdoorbench")
+ARITHMETICS: tuple[str, ...] = get_args(Arithmetic)
 
 # Kornia's yuv_to_rgb (what BackdoorBench inverts with): rows R, G, B; columns Y, U, V
 KORNIA_YUV_TO_RGB = ((1.0, 0.0, 1.14), (1.0, -0.396, -0.581), (1.0, 2.029, 0.0))
