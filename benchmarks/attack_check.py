@@ -20,17 +20,20 @@ where the clean-label attacks can be shown; the digits' target class is too easy
 rho 0.1 poisons every image of the target class (as BackdoorBench's pratio 0.1 on
 CIFAR-10), so a clean-label model predicts the target only with the trigger and loses
 that class's clean accuracy; rho 0.05 leaves half of it clean. ``--train-size`` sets its
-number of training images (default 4,000): more poisoned images at the same rho; ``--classes``
-its class count (default 10; ``n_train`` and its 1,000 test images must divide by it): the
-whole target class is ``1 / classes`` of the set (rho 0.025 with 40 classes); ``--noise`` its
-white pixel noise (default 0.02; 0 leaves the highest frequencies nearly empty, as in
-photographs, where CTRL's frequency trigger stands out).
+number of training images (default 4,000): more poisoned images at the same rho;
+``--test-size`` its test images (default 1,000); ``--classes`` its class count (default 10;
+both sizes must divide by it): the whole target class is ``1 / classes`` of the set (rho
+0.025 with 40 classes); ``--noise`` its white pixel noise (default 0.02; 0 leaves the
+highest frequencies nearly empty, as in photographs, where CTRL's frequency trigger
+stands out).
 
 ``--margins`` also prints, per quartile of the clean margin (true-class minus target logit
 on the clean test image), how much the trigger raises the target logit and lowers the
 true-class one, and the ASR (``benchmarks/margins.py``): where a trigger wins and why it
 stops short. ``--lr`` and ``--batch-size`` change the training of every model;
-``--no-clean`` skips the clean baseline.
+``--no-clean`` skips the clean baseline. ``--no-augment`` trains every model without the
+dataset's random crop and flip: they shift and mirror a fixed trigger, so each training
+copy carries it at another phase (for CTRL's near-Nyquist pattern, as often negated as not).
 
 An attack whose poison ratio the training set cannot realise (a clean-label ratio above
 the target class's share) is reported and skipped; the others still run.
@@ -52,7 +55,7 @@ from bench.archs import build_seeded_model
 from bench.cells import stable_hash
 from bench.datasets import load_dataset
 from bench.device import default_device
-from bench.imageset import DataOptions, LoadedDataset
+from bench.imageset import Augmentation, DataOptions, LoadedDataset
 from bench.metrics import accuracy, logits, predict
 from bench.pipeline import AttackStageSpec, attack_outcome_from_artifact, load_backdoored, run_attack_stage
 from bench.poison import PoisonRatioError, Target, target_labels
@@ -72,14 +75,21 @@ def load_data(name: str, options: dict[str, float]) -> LoadedDataset:
     if name in BENCHMARK_DATASETS:
         return BENCHMARK_DATASETS[name](**options)
     if options:
-        raise SystemExit(f"--train-size, --classes and --noise apply only to {', '.join(BENCHMARK_DATASETS)}, not {name}")
+        raise SystemExit(f"--train-size, --test-size, --classes and --noise apply only to {', '.join(BENCHMARK_DATASETS)}, not {name}")
     return load_dataset(name, DataOptions(Path("data")))
 
 
-def dataset_options(train_size: int | None, classes: int | None, noise: float | None) -> dict[str, float]:
-    """The keyword options of a benchmark-only dataset that were given (``n_train``, ``num_classes``, ``noise_std``)."""
-    given = {"n_train": train_size, "num_classes": classes, "noise_std": noise}
+def dataset_options(
+    train_size: int | None, test_size: int | None, classes: int | None, noise: float | None
+) -> dict[str, float]:
+    """The keyword options of a benchmark-only dataset that were given (``n_train``, ``n_test``, ``num_classes``, ``noise_std``)."""
+    given = {"n_train": train_size, "n_test": test_size, "num_classes": classes, "noise_std": noise}
     return {k: v for k, v in given.items() if v is not None}
+
+
+def without_augmentation(data: LoadedDataset) -> LoadedDataset:
+    """``data`` whose spec declares no training-time augmentation (no crop, no flip)."""
+    return dataclasses.replace(data, spec=dataclasses.replace(data.spec, augmentation=Augmentation()))
 
 
 def clean_accuracy(data, seed: int, cfg: TrainConfig) -> float:
@@ -124,21 +134,26 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=TRAIN.batch_size, help="training batch size of every model")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--train-size", type=int, help=f"training images of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
+    parser.add_argument("--test-size", type=int, help=f"test images of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
     parser.add_argument("--classes", type=int, help=f"class count of {', '.join(BENCHMARK_DATASETS)} (default: its own)")
     parser.add_argument("--noise", type=float, help=f"pixel-noise std of {', '.join(BENCHMARK_DATASETS)}, in [0, 1] units (default: its own)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench-attack-check"))
     parser.add_argument("--no-clean", action="store_true", help="skip the clean baseline (e.g. while another run computes it)")
+    parser.add_argument("--no-augment", action="store_true", help="train every model without the dataset's crop and flip")
     parser.add_argument("--margins", action="store_true",
                         help="also print each model's ASR and the trigger's effect on the logits per quartile of the clean margin")
     args = parser.parse_args()
 
     raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
     cfg = dataclasses.replace(TRAIN, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    options = dataset_options(args.train_size, args.classes, args.noise)
+    options = dataset_options(args.train_size, args.test_size, args.classes, args.noise)
     data = load_data(args.dataset, options)
     base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
     if options:  # absent by default: the keys of earlier runs stay valid
         base["dataset_options"] = options
+    if args.no_augment:  # likewise
+        data = without_augmentation(data)
+        base["augmentation"] = dataclasses.asdict(data.spec.augmentation)
     clean_path = args.cache / f"clean-{stable_hash({'check': 'clean', **base})}.json"
     print(f"{'attack':14} {'acc':>6} {'asr':>6} {'ra':>6} {'poisoned':>8} {'sec':>6}")
     if not args.no_clean:

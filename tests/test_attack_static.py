@@ -171,6 +171,14 @@ def test_ftrojan_tiles_32_blocks_and_ctrl_uses_one_window_at_64(make_spec):
     assert abs(coefficients[1, 63, 63] - 100) < 1e-3 and abs(coefficients[2, 31, 31] - 100) < 1e-3
 
 
+def test_ctrl_pattern_is_negated_by_a_horizontal_flip_its_coefficients_being_odd(make_spec):
+    # why training's random flip shows the model CTRL's trigger as often negated as not (docs/attacks.md)
+    pattern = build("ctrl", make_spec(channels=3, size=32)).pattern
+    assert torch.allclose(pattern.flip(3), -pattern, atol=1e-5)
+    even = build("ctrl", make_spec(channels=3, size=32), positions=(14, 30)).pattern
+    assert torch.allclose(even.flip(3), even, atol=1e-5)
+
+
 def test_frequency_magnitude_scales_the_pattern(make_spec):
     spec = make_spec(channels=3, size=16)
     weak, strong = build("ftrojan", spec, magnitude=10.0), build("ftrojan", spec, magnitude=30.0)
