@@ -75,14 +75,18 @@ def load_data(name: str, options: dict[str, float]) -> LoadedDataset:
     if name in BENCHMARK_DATASETS:
         return BENCHMARK_DATASETS[name](**options)
     if options:
-        raise SystemExit(f"--train-size, --test-size, --classes and --noise apply only to {', '.join(BENCHMARK_DATASETS)}, not {name}")
+        only = ", ".join(BENCHMARK_DATASETS)
+        raise SystemExit(f"--train-size, --test-size, --classes and --noise apply only to {only}, not {name}")
     return load_dataset(name, DataOptions(Path("data")))
 
 
 def dataset_options(
     train_size: int | None, test_size: int | None, classes: int | None, noise: float | None
 ) -> dict[str, float]:
-    """The keyword options of a benchmark-only dataset that were given (``n_train``, ``n_test``, ``num_classes``, ``noise_std``)."""
+    """The keyword options of a benchmark-only dataset that were given.
+
+    Its keys are among ``n_train``, ``n_test``, ``num_classes`` and ``noise_std``.
+    """
     given = {"n_train": train_size, "n_test": test_size, "num_classes": classes, "noise_std": noise}
     return {k: v for k, v in given.items() if v is not None}
 
