@@ -4,7 +4,8 @@ Trains one clean small_cnn (rho → no poison: the ``none`` row) and one backdoo
 named attack at the given poison ratio, with the quickstart's training settings, and
 prints clean accuracy, ASR and RA side by side. Backdoored models are cached under ``--cache``
 (a verified artifact is reused; its ``sec`` is then the time to read it), and so is the clean
-accuracy (``clean-*.json``).
+accuracy (``clean-*.json``), in a folder named by the digest of the images and labels: a
+dataset whose generator changes is never answered from the cache of its earlier images.
 
     python benchmarks/attack_check.py badnets blended --rho 0.1
     python benchmarks/attack_check.py blended --param alpha=0.1 --mode all2all
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -89,6 +91,14 @@ def dataset_options(
     """
     given = {"n_train": train_size, "n_test": test_size, "num_classes": classes, "noise_std": noise}
     return {k: v for k, v in given.items() if v is not None}
+
+
+def data_digest(data: LoadedDataset) -> str:
+    """16 hex digits of sha256 over the training and test images and labels."""
+    digest = hashlib.sha256()
+    for tensor in (data.train.x, data.train.y, data.test.x, data.test.y):
+        digest.update(tensor.contiguous().cpu().numpy())
+    return digest.hexdigest()[:16]
 
 
 def without_augmentation(data: LoadedDataset) -> LoadedDataset:
@@ -153,12 +163,13 @@ def main() -> None:
     options = dataset_options(args.train_size, args.test_size, args.classes, args.noise)
     data = load_data(args.dataset, options)
     base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
-    if options:  # absent by default: the keys of earlier runs stay valid
+    if options:  # absent by default: the keys, which also seed training, of earlier runs stay as they were
         base["dataset_options"] = options
     if args.no_augment:  # likewise
         data = without_augmentation(data)
         base["augmentation"] = dataclasses.asdict(data.spec.augmentation)
-    clean_path = args.cache / f"clean-{stable_hash({'check': 'clean', **base})}.json"
+    cache = args.cache / data_digest(data)  # never the cache of other images under the same settings
+    clean_path = cache / f"clean-{stable_hash({'check': 'clean', **base})}.json"
     print(f"{'attack':14} {'acc':>6} {'asr':>6} {'ra':>6} {'poisoned':>8} {'sec':>6}")
     if not args.no_clean:
         start = time.perf_counter()
@@ -171,14 +182,14 @@ def main() -> None:
         spec = AttackStageSpec(stable_hash(content), args.dataset, "small_cnn", name, params, args.rho, target, args.seed, cfg)
         start = time.perf_counter()
         try:
-            outcome = attack_outcome_from_artifact(args.cache / spec.key) or run_attack_stage(spec, data, args.cache / spec.key)
+            outcome = attack_outcome_from_artifact(cache / spec.key) or run_attack_stage(spec, data, cache / spec.key)
         except PoisonRatioError as error:  # e.g. a clean-label ratio the target class cannot supply
             print(f"{name:14} not run: {error}")
             continue
         m = outcome.metrics
         print(f"{name:14} {100 * m.acc:6.1f} {100 * m.asr:6.1f} {100 * m.ra:6.1f} {outcome.n_poison:8d} {time.perf_counter() - start:6.1f}")
         if args.margins:
-            print_margin_bands(spec, data, args.cache / spec.key)
+            print_margin_bands(spec, data, cache / spec.key)
 
 
 if __name__ == "__main__":
