@@ -163,7 +163,7 @@ def main() -> None:
     options = dataset_options(args.train_size, args.test_size, args.classes, args.noise)
     data = load_data(args.dataset, options)
     base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
-    if options:  # absent by default: the keys, which also seed training, of earlier runs stay as they were
+    if options:  # only when given: a key also seeds training, so earlier runs' keys must not change
         base["dataset_options"] = options
     if args.no_augment:  # likewise
         data = without_augmentation(data)

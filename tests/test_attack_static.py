@@ -179,6 +179,18 @@ def test_ctrl_pattern_is_negated_by_a_horizontal_flip_its_coefficients_being_odd
     assert torch.allclose(even.flip(3), even, atol=1e-5)
 
 
+def test_training_crops_and_flips_leave_ctrl_pattern_uncorrelated_with_the_test_one_on_average(make_spec):
+    # docs/attacks.md: over the 9 × 9 crop offsets (padding 4) and 2 flips, mean correlation 0.0, a fifth below −0.5
+    pattern = build("ctrl", make_spec(channels=3, size=32)).pattern.double()
+    padded = torch.nn.functional.pad(pattern, (4, 4, 4, 4))
+    crops = torch.stack([padded[..., dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)])
+    copies = torch.cat([crops, crops.flip(-1)])  # [162, 1, 3, 32, 32]
+    corr = (copies * pattern).sum((1, 2, 3, 4)) / pattern.pow(2).sum()
+    assert corr.mean().abs() < 1e-6
+    assert (corr < -0.5).float().mean() > 0.15 and (corr > 0.5).float().mean() > 0.15
+    assert corr.max() == pytest.approx(1.0)  # the unshifted, unflipped copy
+
+
 def test_frequency_magnitude_scales_the_pattern(make_spec):
     spec = make_spec(channels=3, size=16)
     weak, strong = build("ftrojan", spec, magnitude=10.0), build("ftrojan", spec, magnitude=30.0)
