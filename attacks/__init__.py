@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from bench._discover import import_submodules
+from bench.core._discover import import_submodules
 
 import_submodules(sys.modules[__name__])

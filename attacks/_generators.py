@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.train import Update
+from bench.core.train import Update
 
 CLEAN, BACKDOOR, CROSS = 0, 1, 2  # row roles in a training batch; CROSS is WaNet's noise mode,
 # Input-aware's cross trigger and BPP's negative samples: triggered-like rows that keep their label

@@ -5,14 +5,14 @@ task: BackdoorBench loads a pre-trained checkpoint from ``resource/`` (LC: an
 adversarially trained ResNet-18; TrojanNN: a clean model of the victim's
 architecture; LF: a clean PreAct-ResNet-18). Here the attack trains its own clean
 surrogate on the clean training set in ``prepare``, through the shared loop
-(``bench.train.train``, the dataset's augmentation), reproducibly from a generator:
+(``bench.core.train.train``, the dataset's augmentation), reproducibly from a generator:
 weights are initialised inside a forked RNG scope seeded from it (as the attack stage
 builds its model), and batches and augmentation draw from it. The architecture is an
 attack parameter (default ``small_cnn``, cheap on a CPU); the attack does not know the
 victim's architecture, so the surrogate is a stand-in for it (a transfer setting).
 
 The surrogate takes float images in [0, 1] (it normalises itself, as every model built
-by ``bench.archs.build_model``) and comes back in eval mode with gradients off for its
+by ``bench.core.archs.build_model``) and comes back in eval mode with gradients off for its
 parameters, so attacks differentiate through it with respect to their inputs only.
 """
 
@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.archs import build_seeded_model
-from bench.imageset import LoadedDataset
-from bench.registry import ARCHS
-from bench.train import GradientStep, TrainConfig, Update, sgd, train
+from bench.core.archs import build_seeded_model
+from bench.core.data import LoadedDataset
+from bench.core.registry import ARCHS
+from bench.core.train import GradientStep, TrainConfig, Update, sgd, train
 
 SURROGATE_BATCH_SIZE = 128
 SURROGATE_LR = 0.05  # peak SGD rate (cosine), momentum 0.9, weight decay 5e-4

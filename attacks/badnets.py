@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from attacks.base import Attack
-from bench.registry import ATTACKS
+from bench.core.registry import ATTACKS
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.poison import LABEL_MODES, Target
-from bench.train import Update
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.poison import LABEL_MODES, Target
+from bench.core.train import Update
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack
-from bench.imageset import DatasetSpec
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
+from bench.core.data import DatasetSpec
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
 
 
 @dataclass(frozen=True)

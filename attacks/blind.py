@@ -42,7 +42,7 @@ classifier's update computes its forward pass on; Blind replaces that update's l
 function for the batch by the blind loss (the main-task term runs the model on the
 clean batch), which is the code-poisoning threat model: the attacker's code decides
 the loss, the rest of the training code is the victim's. The update must therefore be
-a ``bench.train.GradientStep`` (it is, in the attack stage).
+a ``bench.core.train.GradientStep`` (it is, in the attack stage).
 
 Deviations from BackdoorBench (``attack/blind.py``, defaults ``weight_loss_balance_mode:
 fixed``, normal 1.0, backdoor 0.9, ``mgda_normalize: loss+``):
@@ -73,11 +73,11 @@ from torch import Tensor, nn
 
 from attacks._generators import BACKDOOR, CLEAN, PoisonedBatch, detached, split_roles
 from attacks.base import Attack, AttackContext
-from bench.device import autocast
-from bench.imageset import DatasetSpec
-from bench.poison import Target, target_labels
-from bench.registry import ATTACKS
-from bench.train import GradientStep, Update
+from bench.core.device import autocast
+from bench.core.data import DatasetSpec
+from bench.core.poison import Target, target_labels
+from bench.core.registry import ATTACKS
+from bench.core.train import GradientStep, Update
 
 # 1: white, 0: black, -1: not stamped (backdoors101's ``mask_value``)
 PATTERN = ((1, 0, 1), (-1, 1, -1), (-1, -1, 0), (-1, 1, -1), (1, 0, 1))

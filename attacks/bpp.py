@@ -29,9 +29,9 @@ from torch import Tensor, nn
 
 from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningUpdate, apply_float, partners, split_roles
 from attacks.base import Attack, AttackContext
-from bench.poison import Target, target_labels
-from bench.registry import ATTACKS
-from bench.train import Update
+from bench.core.poison import Target, target_labels
+from bench.core.registry import ATTACKS
+from bench.core.train import Update
 
 _FS_WEIGHTS = ((0, 1, 7 / 16), (1, -1, 3 / 16), (1, 0, 5 / 16), (1, 1, 1 / 16))  # (dy, dx, weight)
 

@@ -57,8 +57,8 @@ from attacks._frequency import (
     spectral_pattern,
 )
 from attacks.base import Attack
-from bench.imageset import DatasetSpec
-from bench.registry import ATTACKS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ATTACKS
 
 
 Arithmetic = Literal["exact", "backdoorbench"]

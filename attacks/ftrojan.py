@@ -36,8 +36,8 @@ from torch import Tensor
 
 from attacks._frequency import add_pattern, block_window, check_spectral_params, diagonal_positions, frequency_pattern
 from attacks.base import Attack
-from bench.imageset import DatasetSpec
-from bench.registry import ATTACKS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ATTACKS
 
 
 @dataclass(frozen=True)

@@ -49,12 +49,12 @@ from attacks._generators import (
     split_roles,
 )
 from attacks.base import Attack, AttackContext
-from bench.augment import augment
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.poison import target_labels
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
-from bench.train import Update
+from bench.core.augment import augment
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.poison import target_labels
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
+from bench.core.train import Update
 
 MASK_BATCH = 128  # batch size of the mask generator's pre-training (BackdoorBench's batch size)
 MASK_MILESTONES = (0.4, 0.8)  # fractions of mask_epochs after which the mask learning rate drops ×0.1

@@ -41,8 +41,8 @@ from torch import Tensor, nn
 from attacks._generators import child_generator, to_float, to_uint8
 from attacks._surrogate import check_surrogate, surrogate_device, train_surrogate
 from attacks.base import Attack, AttackContext
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.registry import ATTACKS
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.registry import ATTACKS
 
 # the top-left corner at 32×32 (rows top to bottom); the right corners carry its mirror image, and the
 # bottom corners the same patterns as the top ones (BackdoorBench's ``all-corners`` list)

@@ -45,9 +45,9 @@ from torch import Tensor
 from attacks._generators import apply_float, child_generator, to_float
 from attacks._surrogate import check_surrogate, train_surrogate
 from attacks.base import Attack, AttackContext
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.poison import target_labels
-from bench.registry import ATTACKS
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.poison import target_labels
+from bench.core.registry import ATTACKS
 
 
 @dataclass(frozen=True)

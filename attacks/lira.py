@@ -52,12 +52,12 @@ from attacks._generators import (
     split_roles,
 )
 from attacks.base import Attack, AttackContext
-from bench.device import autocast
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.poison import Target, target_labels
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
-from bench.train import Update
+from bench.core.device import autocast
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.poison import Target, target_labels
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
+from bench.core.train import Update
 
 
 @dataclass(frozen=True)

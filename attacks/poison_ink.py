@@ -63,10 +63,10 @@ from torch import Tensor
 from attacks._generators import apply_float, build, child_generator
 from attacks._stego import RevealNet, StegoEncoder, check_network_training, ramp, round_straight_through, train_networks
 from attacks.base import Attack, AttackContext
-from bench.augment import augment
-from bench.imageset import Augmentation, DatasetSpec, LoadedDataset
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
+from bench.core.augment import augment
+from bench.core.data import Augmentation, DatasetSpec, LoadedDataset
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
 
 LUMA = (0.299, 0.587, 0.114)
 

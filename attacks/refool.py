@@ -59,9 +59,9 @@ from torch import Tensor
 
 from attacks._generators import apply_float
 from attacks.base import Attack
-from bench.imageset import DatasetSpec
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
+from bench.core.data import DatasetSpec
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
 
 GAMMA = 2.2
 SPECTRAL_SLOPE = 1.5  # amplitude ∝ 1/f^1.5: between natural images (1/f) and a smoother, out-of-focus look

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from attacks.base import Attack
-from bench.imageset import DatasetSpec
-from bench.registry import ATTACKS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ATTACKS
 
 
 @dataclass(frozen=True)

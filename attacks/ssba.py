@@ -50,9 +50,9 @@ from torch import Tensor
 from attacks._generators import apply_float, build, child_generator
 from attacks._stego import BitDecoder, SecretMap, StegoEncoder, check_network_training, ramp, round_straight_through, train_networks
 from attacks.base import Attack, AttackContext
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
 
 SECRET_CHANNELS = 3  # channels of the secret map (StegaStamp: 3)
 

@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from attacks._generators import child_generator, to_uint8
 from attacks._surrogate import check_surrogate, train_surrogate
 from attacks.base import Attack, AttackContext
-from bench.imageset import DatasetSpec, LoadedDataset
-from bench.registry import ATTACKS
+from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.registry import ATTACKS
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from torch import Tensor, nn
 
 from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningUpdate, apply_float, split_roles
 from attacks.base import Attack, AttackContext
-from bench.imageset import DatasetSpec
-from bench.poison import Target, target_labels
-from bench.registry import ATTACKS
-from bench.seeding import make_generator
-from bench.train import Update
+from bench.core.data import DatasetSpec
+from bench.core.poison import Target, target_labels
+from bench.core.registry import ATTACKS
+from bench.core.seeding import make_generator
+from bench.core.train import Update
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.grid import Grid, MethodChoice, rule_matches
-from bench.pipeline import AttackStageSpec, DefenseStageSpec
-from bench.poison import Target
-from bench.train import TrainConfig
+from bench.core import AttackStageSpec, DefenseStageSpec, Target, TrainConfig
 
 ID_SCHEME = 1  # bump when the meaning of an id's content changes
 

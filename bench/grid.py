@@ -21,12 +21,19 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.counts import fraction_count
-from bench.datasets import dataset_spec
-from bench.extra_metrics import EXTRA_METRICS
-from bench.poison import Target
-from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, Registry, UnknownNameError
-from bench.train import TrainConfig
+from bench.core import (
+    ARCHS,
+    ATTACKS,
+    DATASETS,
+    DEFENSES,
+    EXTRA_METRICS,
+    Registry,
+    Target,
+    TrainConfig,
+    UnknownNameError,
+    dataset_spec,
+    fraction_count,
+)
 
 AXES = ("dataset", "arch", "attack", "poison_ratio", "target_mode", "target_label", "defense", "clean_fraction", "seed")
 

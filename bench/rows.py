@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from bench.extra_metrics import EXTRA_METRICS
+from bench.core import EXTRA_METRICS
 
 STATUSES = ("ok", "failed", "diverged")
 

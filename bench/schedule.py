@@ -17,10 +17,10 @@ from typing import Any, Callable
 from ray import tune
 from ray.tune.search import Searcher
 
-from bench.imageset import LoadedDataset
-from bench.pipeline import (
+from bench.core import (
     AttackStageSpec,
     DefenseStageSpec,
+    LoadedDataset,
     attack_outcome_from_artifact,
     run_attack_stage,
     run_defense_stage,

@@ -19,12 +19,10 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.artifacts import verify_artifact
 from bench.cells import Cell, expand, group_by_attack
 from bench.cluster import fit_resources, ray_session
+from bench.core import DataOptions, LoadedDataset, load_dataset, verify_artifact
 from bench.grid import Grid
-from bench.datasets import load_dataset
-from bench.imageset import DataOptions, LoadedDataset
 from bench.progress import Progress, summary_table
 from bench.provenance import Provenance, current, utc_now
 from bench.rows import COLUMNS, EXTRA_METRIC_COLUMNS, METRIC_COLUMNS

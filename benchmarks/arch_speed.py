@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.archs import build_model
-from bench.device import autocast, default_device, describe
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core.archs import build_model
+from bench.core.device import autocast, default_device, describe
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def main() -> None:
     c = args.channels
     spec = DatasetSpec("speed", c, args.size, args.classes, mean=(0.5,) * c, std=(0.25,) * c)
 
-    precision = "bf16 autocast" if device.type == "cuda" else "float32"  # as bench.device.autocast
+    precision = "bf16 autocast" if device.type == "cuda" else "float32"  # as bench.core.device.autocast
     threads = f", {torch.get_num_threads()} threads" if cpu else ""
     where = f"{describe(device)}{threads}, {precision}"
     print(f"{where}, torch {torch.__version__}; {c}×{args.size}×{args.size} images, {args.classes} classes; "

@@ -53,17 +53,17 @@ from typing import Callable
 import torch
 import yaml
 
-from bench.archs import build_seeded_model
+from bench.core.archs import build_seeded_model
 from bench.cells import stable_hash
-from bench.datasets import load_dataset
-from bench.device import default_device
-from bench.imageset import Augmentation, DataOptions, LoadedDataset
-from bench.metrics import accuracy, logits, predict
-from bench.pipeline import AttackStageSpec, attack_outcome_from_artifact, load_backdoored, run_attack_stage
-from bench.poison import PoisonRatioError, Target, target_labels
-from bench.registry import ATTACKS
-from bench.seeding import derive_seed, make_generator
-from bench.train import TrainConfig, train
+from bench.core.datasets import load_dataset
+from bench.core.device import default_device
+from bench.core.data import Augmentation, DataOptions, LoadedDataset
+from bench.core.metrics import accuracy, logits, predict
+from bench.core.pipeline import AttackStageSpec, attack_outcome_from_artifact, load_backdoored, run_attack_stage
+from bench.core.poison import PoisonRatioError, Target, target_labels
+from bench.core.registry import ATTACKS
+from bench.core.seeding import derive_seed, make_generator
+from bench.core.train import TrainConfig, train
 from margins import margin_bands  # benchmarks/margins.py, beside this script
 from synthetic import synthetic32  # benchmarks/synthetic.py, beside this script
 

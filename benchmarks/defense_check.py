@@ -17,14 +17,14 @@ from pathlib import Path
 
 import yaml
 
-from bench.artifacts import verify_artifact
+from bench.core.artifacts import verify_artifact
 from bench.cells import stable_hash
-from bench.datasets import load_dataset
-from bench.imageset import DataOptions
-from bench.pipeline import AttackStageSpec, DefenseStageSpec, run_attack_stage, run_defense_stage
-from bench.poison import Target
-from bench.registry import ATTACKS, DEFENSES
-from bench.train import TrainConfig
+from bench.core.datasets import load_dataset
+from bench.core.data import DataOptions
+from bench.core.pipeline import AttackStageSpec, DefenseStageSpec, run_attack_stage, run_defense_stage
+from bench.core.poison import Target
+from bench.core.registry import ATTACKS, DEFENSES
+from bench.core.train import TrainConfig
 
 TRAIN = TrainConfig(epochs=15, batch_size=64, lr=0.05)
 ATTACK_SETTINGS = {"badnets": {}, "blended": {"alpha": 0.2}}

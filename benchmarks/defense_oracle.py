@@ -40,12 +40,12 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from bench.artifacts import verify_artifact
-from bench.datasets import load_dataset
+from bench.core.artifacts import verify_artifact
+from bench.core.datasets import load_dataset
 from bench.grid import load_grid
-from bench.imageset import DataOptions, ImageSet, LoadedDataset
-from bench.pipeline import Backdoored, DefenseStageSpec, defender_clean_set, load_backdoored, run_attack_stage
-from bench.registry import DEFENSES
+from bench.core.data import DataOptions, ImageSet, LoadedDataset
+from bench.core.pipeline import Backdoored, DefenseStageSpec, defender_clean_set, load_backdoored, run_attack_stage
+from bench.core.registry import DEFENSES
 from defense_check import attack_spec  # benchmarks/defense_check.py, beside this script
 from defenses._fisher import cda_penalty, diagonal_fisher, fisher_trace, relative_trace_weight
 from defenses.base import DefenseContext

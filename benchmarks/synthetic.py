@@ -1,6 +1,6 @@
 """A synthetic 32×32 RGB dataset for the benchmarks: CIFAR-like difficulty, no download.
 
-Not a registered dataset (``bench.datasets``): a benchmark-only stand-in where the
+Not a registered dataset (``bench.core.datasets``): a benchmark-only stand-in where the
 embedded digits cannot show an attack, e.g. the clean-label attacks, which need a
 target class whose natural features are not trivially learnable.
 
@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from bench.imageset import Augmentation, DatasetSpec, ImageSet, LoadedDataset
+from bench.core.data import Augmentation, DatasetSpec, ImageSet, LoadedDataset
 
 SIZE = 32
 CHANNELS = 3

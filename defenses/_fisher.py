@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from bench.device import autocast
-from bench.imageset import ImageSet
-from bench.train import TrainConfig, TrainingDiverged
+from bench.core.device import autocast
+from bench.core.data import ImageSet
+from bench.core.train import TrainConfig, TrainingDiverged
 
 ParamDict = dict[str, Tensor]
 ParamFn = Callable[[ParamDict, Tensor], Tensor]  # (params, x [B, C, H, W] in [0, 1]) -> logits [B, K]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.train import Update
+from bench.core.train import Update
 
 # ---------------------------------------------------------------- lookup by type
 
@@ -35,7 +35,7 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Batches per epoch of ``bench.train.train`` on ``n`` samples (the last batch may be short)."""
+    """Batches per epoch of ``bench.core.train.train`` on ``n`` samples (the last batch may be short)."""
     return max(1, math.ceil(n / batch_size))
 
 
@@ -206,7 +206,7 @@ def stage_ends(model: nn.Module, x: Tensor, count: int = 3) -> list[str]:
 class ScheduledLR:
     """An ``Update`` that sets every parameter group's lr to ``schedule(t)`` before the t-th step (t from 0).
 
-    Drives a per-iteration schedule through ``bench.train.train``, whose own scheduler
+    Drives a per-iteration schedule through ``bench.core.train.train``, whose own scheduler
     should then be ``"constant"`` (it resets the lr only at epoch ends; the next step
     overrides it again).
     """

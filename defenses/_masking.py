@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bench.augment import augment
-from bench.imageset import Augmentation, ImageSet
-from bench.metrics import accuracy, predict
-from bench.train import TrainingDiverged
+from bench.core.augment import augment
+from bench.core.data import Augmentation, ImageSet
+from bench.core.metrics import accuracy, predict
+from bench.core.train import TrainingDiverged
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
 

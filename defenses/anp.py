@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
 from defenses._masking import (
     bn_layers,
     check_finite,

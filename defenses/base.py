@@ -10,8 +10,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from bench.imageset import DatasetSpec, ImageSet
-from bench.train import TrainConfig
+from bench.core.data import DatasetSpec, ImageSet
+from bench.core.train import TrainConfig
 
 DataNeed = Literal["none", "clean"]
 

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
 from defenses._layers import conv_bn_pairs, example_input
 from defenses.base import Defense, DefenseContext, DefenseOutput
 

@@ -43,9 +43,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import sgd, train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import sgd, train
 from defenses._fisher import (
     FisherStep,
     ParamDict,

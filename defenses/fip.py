@@ -50,9 +50,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import sgd, train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import sgd, train
 from defenses._fisher import (
     FisherStep,
     check_finite,

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.imageset import ImageSet
-from bench.metrics import accuracy, predict
-from bench.registry import DEFENSES
-from bench.train import GradientStep, sgd, train
+from bench.core.data import ImageSet
+from bench.core.metrics import accuracy, predict
+from bench.core.registry import DEFENSES
+from bench.core.train import GradientStep, sgd, train
 from defenses._layers import Capture, KeepMasked, apply_masks, last_linear
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
 

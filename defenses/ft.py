@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import train
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
 
 

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.device import autocast
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import sgd, train
+from bench.core.device import autocast
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import sgd, train
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
 
 

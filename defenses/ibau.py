@@ -7,7 +7,7 @@ Each of ``rounds`` rounds:
 1. Inner maximisation: δ = 0, then ``perturbation_steps`` SGD steps (lr ``inner_lr``) on
    −CE(f(x + δ), y) + reg·‖δ‖² over clean batches, each step projected onto the L2 ball
    of radius ``radius``.
-2. One pass over the clean data (``bench.train.train`` with a custom ``Update``), each
+2. One pass over the clean data (``bench.core.train.train`` with a custom ``Update``), each
    batch one Adam step on θ with the implicit hypergradient of the outer loss
    L_out = CE on the batch with δ added to a random ``perturbed_fraction`` of its images
    (at least one).
@@ -60,9 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import TrainConfig, train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import TrainConfig, train
 from defenses._masking import check_finite, cycle_index, float_batch
 from defenses.base import Defense, DefenseContext, DefenseOutput
 

@@ -17,7 +17,7 @@ detection, and unlearning.
 3. If any class is flagged, unlearn: the reversed trigger of every flagged class is
    stamped onto the same random ``unlearn_fraction`` of the clean data, which keep their
    true labels, and replace those images; the model is fine-tuned on the result with
-   the FT settings (``bench.train.train``). Otherwise the model is returned unchanged.
+   the FT settings (``bench.core.train.train``). Otherwise the model is returned unchanged.
 
 Detection output: ``flagged`` (0/1), ``target`` (the flagged class of smallest norm, or
 −1), ``n_flagged``, ``anomaly_index`` (of the smallest-norm class) and ``mask_l1_<k>`` per
@@ -53,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import train
 from defenses._masking import check_finite, cycle_index, float_batch
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
 

@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bench.device import autocast
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import TrainConfig, train
+from bench.core.device import autocast
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import TrainConfig, train
 from defenses._layers import ScheduledLR, batchnorms, steps_per_epoch
 from defenses.base import Defense, DefenseContext, DefenseOutput
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import train
 from defenses._fisher import (
     ParamDict,
     ParamFn,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 

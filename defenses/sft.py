@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
-from bench.train import GradientStep, TrainConfig, sgd, train
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import GradientStep, TrainConfig, sgd, train
 from defenses._layers import ScheduledLR, steps_per_epoch
 from defenses.base import Defense, DefenseContext, DefenseOutput
 

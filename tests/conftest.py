@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 import torch
 
-from bench.imageset import Augmentation, DatasetSpec, ImageSet
+from bench.core.data import Augmentation, DatasetSpec, ImageSet
 
 
 def _spec(channels: int = 3, size: int = 8, num_classes: int = 10, augmentation: Augmentation = Augmentation()) -> DatasetSpec:

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import build_model, build_seeded_model
-from bench.archs.base import Normalized
-from bench.registry import ARCHS
+from bench.core.archs import build_model, build_seeded_model
+from bench.core.archs.base import Normalized
+from bench.core.registry import ARCHS
 
 SHAPES = [(3, 16), (1, 16)]  # (channels, side)
 # Too slow for a CPU unit test; tests/test_archs_zoo.py covers them under the `slow` marker.

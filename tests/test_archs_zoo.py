@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from bench.archs import build_model
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core.archs import build_model
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 # arch → (torchvision builder, prefix of the builder's names in ours,
 #         state-dict entries whose shape differs at 3 channels, parameters in millions at K = 10)

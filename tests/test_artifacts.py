@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from bench.artifacts import ArtifactError, load_artifact, save_artifact, sha256_file, verify_artifact
+from bench.core.artifacts import ArtifactError, load_artifact, save_artifact, sha256_file, verify_artifact
 
 
 def weights(value: float) -> dict[str, torch.Tensor]:

@@ -19,9 +19,9 @@ from attacks.base import AttackContext
 from attacks.blind import PATTERN, Blind, BlindParams, mgda_scales, pattern_mask
 from attacks.poison_ink import PoisonInk, PoisonInkParams, edge_mask
 from attacks.ssba import SSBA, SSBAParams, secret_bits
-from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
-from bench.poison import Target
-from bench.train import GradientStep
+from bench.core.data import DatasetSpec, ImageSet, LoadedDataset
+from bench.core.poison import Target
+from bench.core.train import GradientStep
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,7 @@ from attacks.ctrl import CtrlParams, truncate_to_uint8
 from attacks.ftrojan import FTrojanParams
 from attacks.refool import RefoolParams, gaussian_blur, ghost_layer, reflection_image, reflection_layer, vignette
 from attacks.sig import SigParams, sinusoid
-from bench.registry import ATTACKS
+from bench.core.registry import ATTACKS
 
 
 def build(name, spec, **params):

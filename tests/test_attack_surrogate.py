@@ -20,8 +20,8 @@ from attacks.base import AttackContext
 from attacks.lc import LEFT_CORNER, LabelConsistent, LcParams, corner_pattern, pgd_away_from_labels
 from attacks.lf import LfParams, LowFrequency, gaussian_transfer, into_ball, low_pass
 from attacks.trojannn import TrojanNN, TrojanNNParams, excite, last_linear, most_connected
-from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
-from bench.poison import Target
+from bench.core.data import DatasetSpec, ImageSet, LoadedDataset
+from bench.core.poison import Target
 from tests.test_attack_training import Recording
 
 CPU = torch.device("cpu")

@@ -19,11 +19,11 @@ from torch import nn
 from attacks._generators import BACKDOOR, CLEAN, CROSS, build, to_float
 from attacks.base import Attack, AttackContext
 from attacks.inputaware import sharpen
-from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
-from bench.pipeline import AttackStageSpec, DefenseStageSpec, run_attack_stage, run_defense_stage
-from bench.poison import Target, target_labels
-from bench.registry import ATTACKS, DEFENSES
-from bench.train import GradientStep, TrainConfig
+from bench.core.data import DatasetSpec, ImageSet, LoadedDataset
+from bench.core.pipeline import AttackStageSpec, DefenseStageSpec, run_attack_stage, run_defense_stage
+from bench.core.poison import Target, target_labels
+from bench.core.registry import ATTACKS, DEFENSES
+from bench.core.train import GradientStep, TrainConfig
 
 CONTROLLED = [n for n in ATTACKS.names() if ATTACKS.get(n).training_update is not Attack.training_update]
 SPEC = DatasetSpec("tiny3x8", channels=3, size=8, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)

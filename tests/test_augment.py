@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.augment import augment
-from bench.imageset import Augmentation
+from bench.core.augment import augment
+from bench.core.data import Augmentation
 
 
 def gen(seed: int) -> torch.Generator:

@@ -15,8 +15,8 @@ import torch
 import torchvision.datasets.utils as tv_utils
 from torchvision.datasets import CIFAR10
 
-from bench.datasets import dataset_spec, load_dataset
-from bench.imageset import DataOptions, DatasetUnavailableError
+from bench.core.datasets import dataset_spec, load_dataset
+from bench.core.data import DataOptions, DatasetUnavailableError
 
 # ---------------------------------------------------------------- digits
 

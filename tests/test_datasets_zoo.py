@@ -30,10 +30,10 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import CIFAR100, MNIST
 
-import bench.datasets._cache as cache
-from bench.datasets import dataset_spec, gtsrb, load_dataset, tiny
-from bench.imageset import DataOptions, DatasetUnavailableError
-from bench.registry import DATASETS
+import bench.core.datasets._cache as cache
+from bench.core.datasets import dataset_spec, gtsrb, load_dataset, tiny
+from bench.core.data import DataOptions, DatasetUnavailableError
+from bench.core.registry import DATASETS
 
 # ---------------------------------------------------------------- offline, always
 

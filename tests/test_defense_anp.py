@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import defenses.anp as anp
-from bench.archs import build_model
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
 from defenses._masking import bn_layers, scaled_bn_forward, zero_bn_channels
 from defenses.anp import ANPParams, adversarial_noise, candidate_prunings, choose_pruning
 from defenses.base import DefenseContext

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.archs import build_model
-from bench.imageset import ImageSet
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import ImageSet
+from bench.core.registry import DEFENSES
 from defenses._layers import conv_bn_pairs, example_input
 from defenses.base import DefenseContext
 from defenses.clp import CLPParams, channel_lipschitz, clp_prune

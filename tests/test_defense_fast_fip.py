@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import build_model
-from bench.imageset import Augmentation
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import Augmentation
+from bench.core.registry import DEFENSES
 from defenses._fisher import diagonal_fisher, eval_mode, fisher_trace
 from defenses.base import DefenseContext
 from defenses.fast_fip import FastFIPParams, SpectralFactors, SpectralShift, spectral_weights
@@ -141,7 +141,7 @@ def test_fisher_trace_in_delta_is_the_chain_rule_of_per_sample_weight_gradients(
 
 
 def _as_imageset(x, y):
-    from bench.imageset import ImageSet
+    from bench.core.data import ImageSet
 
     return ImageSet((x * 255).round().to(torch.uint8), y)
 

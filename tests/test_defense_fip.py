@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import build_model
-from bench.imageset import Augmentation, ImageSet
-from bench.registry import DEFENSES
-from bench.train import GradientStep, TrainConfig, TrainingDiverged, sgd, train
+from bench.core.archs import build_model
+from bench.core.data import Augmentation, ImageSet
+from bench.core.registry import DEFENSES
+from bench.core.train import GradientStep, TrainConfig, TrainingDiverged, sgd, train
 from defenses._fisher import (
     FisherStep,
     cda_penalty,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.archs import build_model
-from bench.imageset import Augmentation, ImageSet
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import Augmentation, ImageSet
+from bench.core.registry import DEFENSES
 from defenses.base import DefenseContext, FineTuneParams
 from defenses.fp import FPParams, mean_activation, prune_dormant
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.archs import build_model
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.registry import DEFENSES
 from defenses.base import DefenseContext
 from defenses.ibau import HypergradientStep, IBAUParams, fixed_point_hypergradient, universal_perturbation
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.archs import build_model
-from bench.imageset import Augmentation
-from bench.registry import DEFENSES
-from bench.train import train
+from bench.core.archs import build_model
+from bench.core.data import Augmentation
+from bench.core.registry import DEFENSES
+from bench.core.train import train
 from defenses._layers import Capture, example_input, stage_ends
 from defenses.base import DefenseContext
 from defenses.nad import DistillStep, NADParams, attention_loss, attention_map

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs.base import Normalized
-from bench.imageset import Augmentation, DatasetSpec, ImageSet
-from bench.registry import DEFENSES
+from bench.core.archs.base import Normalized
+from bench.core.data import Augmentation, DatasetSpec, ImageSet
+from bench.core.registry import DEFENSES
 from defenses.base import DefenseContext
 from defenses.nc import NCParams, Trigger, _CostSchedule, anomaly_indices, flagged_classes, reverse_engineer, unlearning_set
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.archs import build_model
-from bench.imageset import Augmentation
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import Augmentation
+from bench.core.registry import DEFENSES
 from defenses import nft
 from defenses._layers import batchnorms
 from defenses.base import DefenseContext

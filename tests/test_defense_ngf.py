@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import build_model
-from bench.imageset import Augmentation
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import Augmentation
+from bench.core.registry import DEFENSES
 from defenses._fisher import module_fn
 from defenses.base import DefenseContext
 from defenses.ngf import NaturalGradientStep, NGFParams, layer_names, layer_parameters

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.archs import build_model
-from bench.imageset import Augmentation
-from bench.registry import DEFENSES
+from bench.core.archs import build_model
+from bench.core.data import Augmentation
+from bench.core.registry import DEFENSES
 from defenses import sft
 from defenses.base import DefenseContext
 from defenses.sft import SFTParams

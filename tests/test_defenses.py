@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.archs import build_model
-from bench.imageset import Augmentation
-from bench.registry import DEFENSES
-from bench.train import GradientStep
+from bench.core.archs import build_model
+from bench.core.data import Augmentation
+from bench.core.registry import DEFENSES
+from bench.core.train import GradientStep
 from defenses.base import DefenseContext, DefenseOutput
 from defenses.ftsam import SAMStep
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from bench.cells import expand
-from bench.extra_metrics import Probe, draw_probe, mia_advantage, threshold_advantage, top_hessian_eigenvalue
+from bench.core.extra_metrics import Probe, draw_probe, mia_advantage, threshold_advantage, top_hessian_eigenvalue
 from bench.grid import GridError, load_grid
-from bench.imageset import ImageSet
+from bench.core.data import ImageSet
 from tests.test_grid import VALID
 
 

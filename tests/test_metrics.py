@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.imageset import ImageSet
-from bench.metrics import Metrics, accuracy, der, evaluate, logits, predict
-from bench.poison import BackdoorTestSet
+from bench.core.data import ImageSet
+from bench.core.metrics import Metrics, accuracy, der, evaluate, logits, predict
+from bench.core.poison import BackdoorTestSet
 
 
 def test_accuracy_by_hand():

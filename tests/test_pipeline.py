@@ -10,22 +10,22 @@ from dataclasses import replace
 import pytest
 import torch
 
-import bench.pipeline
-from bench.artifacts import ArtifactError, load_artifact, verify_artifact
-from bench.datasets import load_dataset
-from bench.imageset import DataOptions
-from bench.metrics import Metrics
-from bench.pipeline import (
+import bench.core.pipeline
+from bench.core.artifacts import ArtifactError, load_artifact, verify_artifact
+from bench.core.datasets import load_dataset
+from bench.core.data import DataOptions
+from bench.core.metrics import Metrics
+from bench.core.pipeline import (
     AttackStageSpec,
     DefenseStageSpec,
     attack_outcome_from_artifact,
     run_attack_stage,
     run_defense_stage,
 )
-from bench.poison import Target, poison_count
-from bench.registry import ATTACKS, DEFENSES
-from bench.subsets import clean_subset_size
-from bench.train import TrainConfig, TrainingDiverged
+from bench.core.poison import Target, poison_count
+from bench.core.registry import ATTACKS, DEFENSES
+from bench.core.subsets import clean_subset_size
+from bench.core.train import TrainConfig, TrainingDiverged
 from defenses.base import Defense, FineTuneParams
 
 DIGITS_TRAIN = 1438
@@ -140,7 +140,7 @@ class _OnlyDiverging:
 
 
 def test_diverging_defense_is_reported_not_raised(attacked, monkeypatch):
-    monkeypatch.setattr(bench.pipeline, "DEFENSES", _OnlyDiverging())
+    monkeypatch.setattr(bench.core.pipeline, "DEFENSES", _OnlyDiverging())
     spec = defense_spec(attacked["spec"], "ft", _Diverges.Params())
     outcome = run_defense_stage(spec, attacked["data"], attacked["dir"])
     assert outcome.status == "diverged"

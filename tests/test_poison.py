@@ -10,8 +10,8 @@ from torch import nn
 
 from attacks._generators import build as build_net
 from attacks.base import Attack, AttackContext
-from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
-from bench.poison import (
+from bench.core.data import DatasetSpec, ImageSet, LoadedDataset
+from bench.core.poison import (
     PoisonRatioError,
     Target,
     backdoor_test_set,
@@ -20,9 +20,9 @@ from bench.poison import (
     poison_training_set,
     target_labels,
 )
-from bench.registry import ATTACKS
-from bench.train import GradientStep, TrainConfig
-from bench.train import train as train_model
+from bench.core.registry import ATTACKS
+from bench.core.train import GradientStep, TrainConfig
+from bench.core.train import train as train_model
 
 
 def gen(seed: int) -> torch.Generator:

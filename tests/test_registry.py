@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, Registry, UnknownNameError
+from bench.core.registry import ARCHS, ATTACKS, DATASETS, DEFENSES, Registry, UnknownNameError
 
 
 def filled(*names: str) -> Registry:
@@ -59,7 +59,7 @@ def test_names_match_fnmatch_patterns_sorted_and_case_sensitive():
     assert "ft" in registry and "f" not in registry
 
 
-REGISTRIES = [(ATTACKS, "attacks"), (DEFENSES, "defenses"), (ARCHS, "bench.archs"), (DATASETS, "bench.datasets")]
+REGISTRIES = [(ATTACKS, "attacks"), (DEFENSES, "defenses"), (ARCHS, "bench.core.archs"), (DATASETS, "bench.core.datasets")]
 
 
 @pytest.mark.parametrize(

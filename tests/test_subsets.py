@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bench.subsets import class_balanced_index, clean_subset_size
+from bench.core.subsets import class_balanced_index, clean_subset_size
 
 
 def gen(seed: int) -> torch.Generator:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.imageset import Augmentation
-from bench.train import TrainConfig, train
+from bench.core.data import Augmentation
+from bench.core.train import TrainConfig, train
 
 
 def dropout_net() -> nn.Module:

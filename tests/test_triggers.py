@@ -23,10 +23,10 @@ from attacks.bpp import BppParams, floyd_steinberg
 from attacks.inputaware import InputAwareParams, sharpen
 from attacks.lira import LiraParams
 from attacks.wanet import WaNetParams, warping_grid
-from bench.imageset import DatasetSpec, ImageSet, LoadedDataset
-from bench.poison import Target
-from bench.registry import ATTACKS
-from bench.train import GradientStep, TrainConfig, train
+from bench.core.data import DatasetSpec, ImageSet, LoadedDataset
+from bench.core.poison import Target
+from bench.core.registry import ATTACKS
+from bench.core.train import GradientStep, TrainConfig, train
 
 NAMES = ATTACKS.names()
 

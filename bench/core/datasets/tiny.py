@@ -12,7 +12,7 @@ Or the official archive ``tiny-imagenet-200.zip`` is placed in ``<root>``: it is
 its md5 and extracted on first use, even with downloads off; with downloads allowed it is fetched
 from the official URL (torchvision's ``download_url``, which checks the md5 too). The JPEGs carry
 no checksum. Images are decoded with PIL and converted to RGB (a few are grayscale); decoded
-tensors are cached under ``<root>/bench-cache/`` (see ``bench.datasets._cache``).
+tensors are cached under ``<root>/bench-cache/`` (see ``bench.core.datasets._cache``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.datasets._cache import (
+from bench.core.datasets._cache import (
     Archive,
     archive_state,
     cached_splits,
@@ -30,8 +30,8 @@ from bench.datasets._cache import (
     source_key,
     unavailable,
 )
-from bench.imageset import Augmentation, DataOptions, DatasetSpec, DatasetUnavailableError, ImageSet, LoadedDataset
-from bench.registry import DATASETS
+from bench.core.data import Augmentation, DataOptions, DatasetSpec, DatasetUnavailableError, ImageSet, LoadedDataset
+from bench.core.registry import DATASETS
 
 SIZE = 64
 NUM_CLASSES = 200

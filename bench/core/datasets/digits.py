@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.imageset import Augmentation, DataOptions, DatasetSpec, ImageSet, LoadedDataset
-from bench.registry import DATASETS
+from bench.core.data import Augmentation, DataOptions, DatasetSpec, ImageSet, LoadedDataset
+from bench.core.registry import DATASETS
 
 SIZE = 16
 TEST_FRACTION = 0.2

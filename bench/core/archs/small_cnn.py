@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> list[nn.Module]:

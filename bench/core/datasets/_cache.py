@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.imageset import DatasetUnavailableError, ImageSet
+from bench.core.data import DatasetUnavailableError, ImageSet
 
 CACHE_FOLDER = "bench-cache"
 _CACHE_FORMAT = 1  # bump when the stored layout changes

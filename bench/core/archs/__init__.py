@@ -12,10 +12,10 @@ import sys
 import torch
 from torch import nn
 
-from bench._discover import import_submodules
-from bench.archs.base import Normalized
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core._discover import import_submodules
+from bench.core.archs.base import Normalized
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 import_submodules(sys.modules[__name__])
 

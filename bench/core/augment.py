@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.imageset import Augmentation
+from bench.core.data import Augmentation
 
 
 def augment(x: Tensor, aug: Augmentation, gen: torch.Generator) -> Tensor:

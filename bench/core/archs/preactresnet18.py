@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 
 class PreActBlock(nn.Module):

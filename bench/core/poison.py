@@ -14,8 +14,8 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
-from bench.counts import fraction_count
-from bench.imageset import ImageSet
+from bench.core.counts import fraction_count
+from bench.core.data import ImageSet
 
 LabelMode = Literal["all2one", "all2all"]
 LABEL_MODES: tuple[str, ...] = ("all2one", "all2all")

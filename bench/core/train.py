@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.augment import augment
-from bench.device import autocast
-from bench.imageset import Augmentation, ImageSet
+from bench.core.augment import augment
+from bench.core.device import autocast
+from bench.core.data import Augmentation, ImageSet
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

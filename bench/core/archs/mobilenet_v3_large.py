@@ -19,8 +19,8 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models
 
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 
 def _unstride_first_downsampling(features: nn.Sequential) -> None:

@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import math
 import time
+from importlib.metadata import PackageNotFoundError, version
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from bench import __version__
-from bench.archs import build_model, build_seeded_model
-from bench.artifacts import load_artifact, save_artifact, verify_artifact
-from bench.device import default_device, describe
-from bench.imageset import ImageSet, LoadedDataset
-from bench.extra_metrics import EXTRA_METRICS, Probe, draw_probe
-from bench.metrics import Metrics, der, evaluate
-from bench.poison import BackdoorTestSet, Target, backdoor_test_set, draw_poison_index, poison_training_set
-from bench.registry import ATTACKS, DEFENSES
-from bench.seeding import make_generator
-from bench.subsets import class_balanced_index, clean_subset_size
-from bench.train import GradientStep, TrainConfig, TrainingDiverged, sgd, train
+from bench.core.archs import build_model, build_seeded_model
+from bench.core.artifacts import load_artifact, save_artifact, verify_artifact
+from bench.core.device import default_device, describe
+from bench.core.data import ImageSet, LoadedDataset
+from bench.core.extra_metrics import EXTRA_METRICS, Probe, draw_probe
+from bench.core.metrics import Metrics, der, evaluate
+from bench.core.poison import BackdoorTestSet, Target, backdoor_test_set, draw_poison_index, poison_training_set
+from bench.core.registry import ATTACKS, DEFENSES
+from bench.core.seeding import make_generator
+from bench.core.subsets import class_balanced_index, clean_subset_size
+from bench.core.train import GradientStep, TrainConfig, TrainingDiverged, sgd, train
 from attacks.base import Attack, AttackContext
 from defenses.base import DefenseContext
 
@@ -55,7 +55,7 @@ class DefenseStageSpec:
     defense: str
     defense_params: object
     clean_fraction: float
-    extra_metrics: tuple[str, ...] = ()  # keys of bench.extra_metrics.EXTRA_METRICS
+    extra_metrics: tuple[str, ...] = ()  # keys of bench.core.extra_metrics.EXTRA_METRICS
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,19 @@ def run_attack_stage(spec: AttackStageSpec, data: LoadedDataset, artifact_dir: P
             "seconds": seconds,
             "device": describe(device),
             "epoch_losses": losses,
-            "bench_version": __version__,
+            "bench_version": _bench_version(),
         },
         attack.state_dict(),
     )
     return AttackOutcome(metrics, int(len(index)), seconds, describe(device), losses)
+
+
+def _bench_version() -> str:
+    """The installed distribution's version (``bench.__version__``), or ``"unknown"`` outside an install."""
+    try:
+        return version("bench")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def attack_outcome_from_artifact(artifact_dir: Path) -> AttackOutcome | None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.device import autocast
-from bench.imageset import ImageSet
-from bench.poison import BackdoorTestSet
+from bench.core.device import autocast
+from bench.core.data import ImageSet
+from bench.core.poison import BackdoorTestSet
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.imageset import ImageSet
+from bench.core.data import ImageSet
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ import math
 from torch import nn
 from torchvision import models
 
-from bench.imageset import DatasetSpec
-from bench.registry import ARCHS
+from bench.core.data import DatasetSpec
+from bench.core.registry import ARCHS
 
 IMAGE_SIZE = 224  # side the ViT sees, whatever the dataset's
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.datasets._cache import Archive, extract_local_archives, unavailable
-from bench.imageset import DataOptions, DatasetSpec, ImageSet, LoadedDataset
+from bench.core.datasets._cache import Archive, extract_local_archives, unavailable
+from bench.core.data import DataOptions, DatasetSpec, ImageSet, LoadedDataset
 
 
 def _to_imageset(split) -> ImageSet:

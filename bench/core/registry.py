@@ -69,8 +69,8 @@ class Registry(Generic[T]):
 def _load_builtin_methods() -> None:
     """Import the packages whose modules register the built-in methods."""
     import attacks  # noqa: F401  (import registers)
-    import bench.archs  # noqa: F401
-    import bench.datasets  # noqa: F401
+    import bench.core.archs  # noqa: F401
+    import bench.core.datasets  # noqa: F401
     import defenses  # noqa: F401
 
 

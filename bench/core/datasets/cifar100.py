@@ -8,9 +8,9 @@ fine labels (0–99); 50,000 training and 10,000 test images.
 
 from __future__ import annotations
 
-from bench.datasets._cifar import load_cifar
-from bench.imageset import Augmentation, DataOptions, DatasetSpec, LoadedDataset
-from bench.registry import DATASETS
+from bench.core.datasets._cifar import load_cifar
+from bench.core.data import Augmentation, DataOptions, DatasetSpec, LoadedDataset
+from bench.core.registry import DATASETS
 
 SPEC = DatasetSpec(
     name="cifar100",

@@ -14,7 +14,7 @@ and extracted on first use, even with downloads off. The extracted PPMs carry no
 Images vary in size (15×15 to 250×250); each is resized to 32×32 with PIL's bilinear filter,
 antialiased, which is what BackdoorBench's ``transforms.Resize((32, 32))`` does to a PIL image.
 Decoding ~40k PPMs takes a while, so the tensors are cached under ``<root>/bench-cache/``
-(see ``bench.datasets._cache``); any change to the source files rebuilds the cache.
+(see ``bench.core.datasets._cache``); any change to the source files rebuilds the cache.
 
 Note: torchvision's training archive is the competition's online training set (26,640 images);
 BackdoorBench downloads ``GTSRB_Final_Training_Images.zip`` (39,209 images: the same plus the
@@ -23,9 +23,9 @@ online test set). The test set (12,630 images) is the same.
 
 from __future__ import annotations
 
-from bench.datasets._cache import Archive, cached_splits, decode_images, extract_local_archives, source_key, unavailable
-from bench.imageset import Augmentation, DataOptions, DatasetSpec, DatasetUnavailableError, ImageSet, LoadedDataset
-from bench.registry import DATASETS
+from bench.core.datasets._cache import Archive, cached_splits, decode_images, extract_local_archives, source_key, unavailable
+from bench.core.data import Augmentation, DataOptions, DatasetSpec, DatasetUnavailableError, ImageSet, LoadedDataset
+from bench.core.registry import DATASETS
 
 SIZE = 32
 NUM_CLASSES = 43

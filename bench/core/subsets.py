@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.counts import fraction_count
+from bench.core.counts import fraction_count
 
 
 def clean_subset_size(fraction: float, n: int) -> int:

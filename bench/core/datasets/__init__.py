@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from bench._discover import import_submodules
-from bench.imageset import DataOptions, DatasetSpec, LoadedDataset
-from bench.registry import DATASETS
+from bench.core._discover import import_submodules
+from bench.core.data import DataOptions, DatasetSpec, LoadedDataset
+from bench.core.registry import DATASETS
 
 import_submodules(sys.modules[__name__])
 

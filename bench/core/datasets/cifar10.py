@@ -7,9 +7,9 @@ on first use, even with downloads off.
 
 from __future__ import annotations
 
-from bench.datasets._cifar import load_cifar
-from bench.imageset import Augmentation, DataOptions, DatasetSpec, LoadedDataset
-from bench.registry import DATASETS
+from bench.core.datasets._cifar import load_cifar
+from bench.core.data import Augmentation, DataOptions, DatasetSpec, LoadedDataset
+from bench.core.registry import DATASETS
 
 SPEC = DatasetSpec(
     name="cifar10",

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 
-from bench.datasets._cache import Archive, extract_local_archives, unavailable
-from bench.imageset import Augmentation, DataOptions, DatasetSpec, ImageSet, LoadedDataset
-from bench.registry import DATASETS
+from bench.core.datasets._cache import Archive, extract_local_archives, unavailable
+from bench.core.data import Augmentation, DataOptions, DatasetSpec, ImageSet, LoadedDataset
+from bench.core.registry import DATASETS
 
 SPEC = DatasetSpec(
     name="mnist",
