@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from bench.core.params import ParamError
+
 ColorSpace = Literal["yuv", "ycbcr"]
 
 # rows: output channel; columns: R, G, B
@@ -181,16 +183,14 @@ def diagonal_positions(positions: tuple[int, ...], window: int) -> tuple[tuple[i
     return tuple((scale_position(p, window),) * 2 for p in positions)
 
 
-def check_spectral_params(magnitude: float, positions: tuple[int, ...], channels: tuple[int, ...]) -> None:
-    """Validation shared by the frequency attacks' parameters (``ValueError`` naming the bad value)."""
-    if not (math.isfinite(magnitude) and magnitude > 0):
-        raise ValueError(f"magnitude must be a finite number > 0, got {magnitude}")
+def check_spectral_params(positions: tuple[int, ...], channels: tuple[int, ...]) -> None:
+    """Rules on ``positions`` and ``channels`` shared by the frequency attacks' parameters (``ParamError`` naming the field)."""
     if not positions or len(set(positions)) != len(positions):
-        raise ValueError(f"positions must be distinct and not empty, got {positions}")
+        raise ParamError("positions", f"positions must be distinct and not empty, got {positions}")
     if any(not 0 <= p < REFERENCE_WINDOW for p in positions):
-        raise ValueError(f"positions are coefficient indices of a 32-wide window, each in [0, 31], got {positions}")
+        raise ParamError("positions", f"positions are coefficient indices of a 32-wide window, each in [0, 31], got {positions}")
     if not channels or len(set(channels)) != len(channels) or any(c not in (0, 1, 2) for c in channels):
-        raise ValueError(f"channels must be distinct indices in {{0, 1, 2}} (0 is luma), not empty, got {channels}")
+        raise ParamError("channels", f"channels must be distinct indices in {{0, 1, 2}} (0 is luma), not empty, got {channels}")
 
 
 def add_pattern(x: Tensor, pattern: Tensor) -> Tensor:

@@ -2,8 +2,8 @@
 
 - **Float ↔ uint8 plumbing.** Each of these attacks writes its trigger once, on float
   images in [0, 1] (the domain of the training loop's augmented batches), and derives
-  the uint8 ``apply`` from it with ``apply_float``: ``x / 255`` → trigger →
-  ``round(· 255)`` clamped to [0, 255].
+  the uint8 ``apply`` from it with ``apply_float`` (``bench.core.data``'s ``to_float`` →
+  trigger → ``to_uint8``).
 - **Batch roles.** ``split_roles`` assigns each row of a batch a role (clean, backdoor,
   cross/noise/negative) with per-batch counts ``fraction · B`` rounded stochastically
   (floor, plus one with probability equal to the remainder), so the expected count per
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.core.train import Update
+from bench.core.data import to_float, to_uint8
+from bench.core.train import TrainingHooks
 
 CLEAN, BACKDOOR, CROSS = 0, 1, 2  # row roles in a training batch; CROSS is WaNet's noise mode,
 # Input-aware's cross trigger and BPP's negative samples: triggered-like rows that keep their label
@@ -33,16 +34,6 @@ CLEAN, BACKDOOR, CROSS = 0, 1, 2  # row roles in a training batch; CROSS is WaNe
 FloatTrigger = Callable[[Tensor], Tensor]
 
 # ---------------------------------------------------------------- float ↔ uint8
-
-
-def to_float(x: Tensor) -> Tensor:
-    """uint8 ``[N, C, H, W]`` → float32 in [0, 1]."""
-    return x.float().div(255)
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """float in [0, 1] → uint8, rounded to nearest and clamped (never wraps around)."""
-    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()
@@ -105,21 +96,41 @@ def detached(batch: PoisonedBatch) -> PoisonedBatch:
     return PoisonedBatch(batch.x.detach(), batch.y, batch.role)
 
 
-class PoisoningUpdate:
-    """An ``Update`` that rewrites each batch with ``poison`` and hands it to the classifier's update.
+class PoisoningHooks(TrainingHooks):
+    """Training hooks that rewrite each batch with ``poison`` before the classifier's update.
 
     ``last`` is the last batch handed on (detached), with its rows' roles: for inspection and tests.
     """
 
-    def __init__(self, inner: Update, poison: Callable[[Tensor, Tensor], PoisonedBatch]) -> None:
-        self.inner, self.poison = inner, poison
-        self.optimizer = inner.optimizer
+    def __init__(self, poison: Callable[[Tensor, Tensor], PoisonedBatch]) -> None:
+        self.poison = poison
         self.last: PoisonedBatch | None = None
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def poison_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         batch = self.poison(x, y)
         self.last = detached(batch)
-        return self.inner(batch.x, batch.y)
+        return batch.x, batch.y
+
+
+def networks_state(networks: dict[str, nn.Module]) -> dict[str, Tensor]:
+    """``{"<name>.<key>": tensor}``: detached copies of the state of each named network (an attack's trigger state)."""
+    return {f"{name}.{k}": v.detach().clone() for name, net in networks.items() for k, v in net.state_dict().items()}
+
+
+def load_networks_state(
+    owner: str, networks: dict[str, nn.Module], state: dict[str, Tensor], extra: tuple[str, ...] = ()
+) -> None:
+    """Load what ``networks_state`` gave into the named networks, left frozen in eval mode.
+
+    A key of no network (and not in ``extra``, the owner's other state) raises, naming ``owner``.
+    """
+    unknown = sorted(k for k in state if k not in extra and k.split(".", 1)[0] not in networks)
+    if unknown:
+        raise ValueError(f"{owner}: unexpected state keys {unknown}")
+    for name, net in networks.items():
+        prefix = f"{name}."
+        net.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        net.eval().requires_grad_(False)
 
 
 def child_generator(gen: torch.Generator) -> torch.Generator:

@@ -16,8 +16,7 @@
   full-resolution 3×3 convolutions, image → image, linear output (a sigmoid saturates
   at white, the target of every clean image, and stops learning).
 - ``train_networks``: Adam over a set of networks, batches of a training set drawn
-  without replacement per epoch from an explicit generator; ``check_network_training``
-  validates its settings.
+  without replacement per epoch from an explicit generator.
 
 Every network is built on the meta device and initialised from an explicit generator
 (``attacks._generators.build``), never from the global RNG.
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks._generators import halvings
+from bench.core.data import to_float
 
 
 def width_for(size: int) -> int:
@@ -131,18 +131,6 @@ class RevealNet(nn.Sequential):
         )  # fmt: skip
 
 
-def check_network_training(image_start: float, epochs: int, batch_size: int, lr: float) -> None:
-    """Raise ``ValueError`` naming the parameter when ``train_networks``' settings are out of range."""
-    if not 0.0 <= image_start < 1.0:
-        raise ValueError(f"image_start must be in [0, 1), got {image_start}")
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-
-
 def round_straight_through(x: Tensor) -> Tensor:
     """``x`` in [0, 1] rounded to the 8-bit grid in the forward pass, identity in the backward pass."""
     return x + (x.mul(255).round().div(255) - x).detach()
@@ -186,7 +174,7 @@ def train_networks(
     total, losses = per_epoch * epochs, []
     running = torch.zeros((), device=x.device)
     for step, idx in enumerate(batches(len(x), batch_size, epochs, gen)):
-        loss = step_loss(x[idx.to(x.device)].float().div(255), step, total)
+        loss = step_loss(to_float(x[idx.to(x.device)]), step, total)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -24,40 +24,37 @@ from torch import Tensor, nn
 
 from bench.core.archs import build_seeded_model
 from bench.core.data import LoadedDataset
+from bench.core.params import ParamError
 from bench.core.registry import ARCHS
-from bench.core.train import GradientStep, TrainConfig, Update, sgd, train
+from bench.core.train import PLAIN, TrainConfig, TrainingHooks, train
 
 SURROGATE_BATCH_SIZE = 128
 SURROGATE_LR = 0.05  # peak SGD rate (cosine), momentum 0.9, weight decay 5e-4
 
 
-def check_surrogate(arch: str, epochs: int, adversarial_eps: float = 0.0) -> None:
-    """Raise ``ValueError`` for an unknown architecture, a negative epoch count or an ``adversarial_eps`` outside [0, 1]."""
+def check_surrogate_arch(arch: str) -> None:
+    """Raise ``ParamError`` on ``surrogate_arch`` unless ``arch`` is a registered architecture."""
     if arch not in ARCHS.names():
-        raise ValueError(f"surrogate_arch must be a registered architecture ({', '.join(ARCHS.names())}), got {arch!r}")
-    if epochs < 0:
-        raise ValueError(f"surrogate_epochs must be >= 0, got {epochs}")
-    if not 0.0 <= adversarial_eps <= 1.0:
-        raise ValueError(f"surrogate_adversarial_eps must be in [0, 1], got {adversarial_eps}")
+        known = ", ".join(ARCHS.names())
+        raise ParamError("surrogate_arch", f"surrogate_arch must be a registered architecture ({known}), got {arch!r}")
 
 
-class FastAdversarialStep:
-    """An ``Update`` that trains on FGSM examples with a random start (Wong et al., 2020, "Fast is better than free").
+class FastAdversarial(TrainingHooks):
+    """Training hooks that train on FGSM examples with a random start (Wong et al., 2020, "Fast is better than free").
 
     Per batch: ``δ ~ U(−eps, eps)`` (drawn from ``gen``), ``δ ← clip(δ + 1.25 · eps ·
-    sign ∇_δ CE(f(clip(x + δ)), y), −eps, eps)``, then the inner step on ``clip(x + δ, 0, 1)``.
+    sign ∇_δ CE(f(clip(x + δ)), y), −eps, eps)``; the update trains on ``clip(x + δ, 0, 1)``.
     """
 
-    def __init__(self, inner: GradientStep, eps: float, gen: torch.Generator) -> None:
-        self.inner, self.eps, self.gen = inner, eps, gen
-        self.optimizer = inner.optimizer
+    def __init__(self, model: nn.Module, eps: float, gen: torch.Generator) -> None:
+        self.model, self.eps, self.gen = model, eps, gen
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def poison_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         delta = (torch.rand(x.shape, generator=self.gen) * 2 - 1).mul_(self.eps).to(x.device).requires_grad_(True)
-        loss = F.cross_entropy(self.inner.model((x + delta).clamp(0, 1)), y)
+        loss = F.cross_entropy(self.model((x + delta).clamp(0, 1)), y)
         (grad,) = torch.autograd.grad(loss, delta)
         delta = (delta.detach() + 1.25 * self.eps * grad.sign()).clamp_(-self.eps, self.eps)
-        return self.inner((x + delta).clamp_(0, 1), y)
+        return (x + delta).clamp_(0, 1), y
 
 
 def train_surrogate(
@@ -65,7 +62,7 @@ def train_surrogate(
 ) -> nn.Module:
     """A ``arch`` classifier trained ``epochs`` epochs on ``data.train`` (0: left untrained), on ``device``.
 
-    With ``adversarial_eps`` > 0 it is trained adversarially (``FastAdversarialStep``, L∞
+    With ``adversarial_eps`` > 0 it is trained adversarially (``FastAdversarial``, L∞
     radius ``adversarial_eps`` in [0, 1] pixel units), at about twice the cost.
     Draws only from ``gen`` (the global RNG is restored after the weight initialisation).
     Returns the model in eval mode with ``requires_grad`` off: float ``[N, C, H, W]`` in
@@ -75,20 +72,10 @@ def train_surrogate(
     model = build_seeded_model(arch, data.spec, seed).to(device)
     if epochs > 0:
         cfg = TrainConfig(epochs=epochs, batch_size=SURROGATE_BATCH_SIZE, lr=SURROGATE_LR)
-        update: Update = GradientStep(model, sgd(model, cfg))
-        if adversarial_eps > 0:
-            update = FastAdversarialStep(update, adversarial_eps, gen)
-        train(model, data.train.to(device), cfg, data.spec.augmentation, gen, update)
+        hooks = FastAdversarial(model, adversarial_eps, gen) if adversarial_eps > 0 else PLAIN
+        train(model, data.train.to(device), cfg, data.spec.augmentation, gen, hooks=hooks)
     return model.eval().requires_grad_(False)
 
 
 def surrogate_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-@torch.no_grad()
-def predict_surrogate(model: nn.Module, x: Tensor, chunk: int = 512) -> Tensor:
-    """Predicted labels int64 ``[N]`` (on ``x``'s device) for float images ``x`` in [0, 1]."""
-    device = surrogate_device(model)
-    parts = [model(x[i : i + chunk].to(device)).argmax(1).to(x.device) for i in range(0, len(x), chunk)]
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64, device=x.device)

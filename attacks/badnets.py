@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import Tensor
 
 from attacks.base import Attack
+from bench.core.params import BackdoorBench, Params, Range
 from bench.core.registry import ATTACKS
 
 
 @dataclass(frozen=True)
-class BadNetsParams:
-    patch_size: int = 3  # side of the patch at 32×32, in pixels
-    value: int = 255  # patch intensity, 0–255
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.patch_size <= 32:
-            raise ValueError(f"patch_size must be in [1, 32], got {self.patch_size}")
-        if not 0 <= self.value <= 255:
-            raise ValueError(f"value must be in [0, 255], got {self.value}")
+class BadNetsParams(Params):
+    patch_size: Annotated[int, Range("[1, 32]"), BackdoorBench("resource/badnet/trigger_image.png")] = 3
+    """side of the patch at 32×32, in pixels"""
+    value: Annotated[int, Range("[0, 255]"), BackdoorBench("resource/badnet/trigger_image.png")] = 255
+    """intensity of the patch, 0–255"""
 
 
 @ATTACKS.register("badnets")

@@ -7,24 +7,24 @@ fixed ``pattern_seed``, so it is reproducible anywhere and needs no resource fil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
 from attacks.base import Attack
 from bench.core.data import DatasetSpec
+from bench.core.params import BackdoorBench, BenchOwn, Params, Range
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
 
 
 @dataclass(frozen=True)
-class BlendedParams:
-    alpha: float = 0.2  # blend weight of the pattern, in (0, 1]
-    pattern_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+class BlendedParams(Params):
+    alpha: Annotated[float, Range("(0, 1]"), BackdoorBench("config/attack/blended/default.yaml")] = 0.2
+    """blend weight of the pattern"""
+    pattern_seed: Annotated[int, Range("any"), BenchOwn("seeded noise, not BackdoorBench's hello_kitty.jpeg (no resource)")] = 0
+    """seed of the uniform-noise pattern"""
 
 
 @ATTACKS.register("blended")

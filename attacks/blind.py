@@ -34,15 +34,14 @@ Scales ``(s_b, s_n)`` (``loss_balance``):
 - ``"fixed"``: ``s_b = backdoor_weight``, ``s_n = normal_weight``: BackdoorBench's
   ``default.yaml`` mode (0.9 and 1.0).
 
-Training control (``training_update``): the backdoored copy of each augmented batch
+Training control (``training_hooks``): the backdoored copy of each augmented batch
 has a fraction ``rho`` of its rows stamped with the pattern and relabelled (all2one:
 the target; all2all: ``(y + 1) % K``), the other rows as in the batch; counts per batch
 are rounded stochastically (``attacks._generators.split_roles``). The copy is what the
-classifier's update computes its forward pass on; Blind replaces that update's loss
-function for the batch by the blind loss (the main-task term runs the model on the
-clean batch), which is the code-poisoning threat model: the attacker's code decides
-the loss, the rest of the training code is the victim's. The update must therefore be
-a ``bench.core.train.GradientStep`` (it is, in the attack stage).
+classifier's update computes its forward pass on (the loop's ``poison_batch`` hook); the
+loop's ``loss`` hook is the blind loss (the main-task term runs the model on the clean
+batch), which is the code-poisoning threat model: the attacker's code decides the loss,
+the rest of the training code (the update, the optimiser) is the victim's.
 
 Deviations from BackdoorBench (``attack/blind.py``, defaults ``weight_loss_balance_mode:
 fixed``, normal 1.0, backdoor 0.9, ``mgda_normalize: loss+``):
@@ -66,47 +65,51 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks._generators import BACKDOOR, CLEAN, PoisonedBatch, detached, split_roles
-from attacks.base import Attack, AttackContext
+from attacks.base import AttackContext, BatchPoisoningAttack
 from bench.core.device import autocast
 from bench.core.data import DatasetSpec
+from bench.core.params import AuthorsCode, BackdoorBench, BenchOwn, ParamError, Params, Range
 from bench.core.poison import Target, target_labels
 from bench.core.registry import ATTACKS
-from bench.core.train import GradientStep, Update
+from bench.core.train import TrainingHooks, cross_entropy
 
 # 1: white, 0: black, -1: not stamped (backdoors101's ``mask_value``)
 PATTERN = ((1, 0, 1), (-1, 1, -1), (-1, -1, 0), (-1, 1, -1), (1, 0, 1))
 NORMALIZERS = ("loss+", "loss", "l2", "none")
 
 
-@dataclass(frozen=True)
-class BlindParams:
-    loss_balance: Literal["mgda", "fixed"] = "mgda"  # scales of the two losses: MGDA per batch, or fixed
-    mgda_normalize: Literal["loss+", "loss", "l2", "none"] = "loss+"  # gradient normaliser before MGDA
-    backdoor_weight: float = 0.9  # s_b with loss_balance "fixed"
-    normal_weight: float = 1.0  # s_n with loss_balance "fixed"
-    warmup_batches: int = 0  # batches of main-task history needed before the attack starts (0: from the start)
-    loss_threshold: float = 1.0  # the attack runs while the mean main-task loss over warmup_batches is below this
+_BB = "config/attack/blind/default.yaml"
 
-    def __post_init__(self) -> None:
+
+@dataclass(frozen=True)
+class BlindParams(Params):
+    loss_balance: Annotated[Literal["mgda", "fixed"], AuthorsCode("ebagdasa/backdoors101 (BackdoorBench's yaml: fixed)")] = "mgda"
+    """scales of the two losses: MGDA per batch, or fixed"""
+    mgda_normalize: Annotated[Literal["loss+", "loss", "l2", "none"], BackdoorBench(f"{_BB}: mgda_normalize")] = "loss+"
+    """gradient normaliser before MGDA"""
+    backdoor_weight: Annotated[float, Range(">= 0"), BackdoorBench(f"{_BB}: fix_scale_backdoor_weight")] = 0.9
+    """s_b with loss_balance fixed"""
+    normal_weight: Annotated[float, Range(">= 0"), BackdoorBench(f"{_BB}: fix_scale_normal_weight")] = 1.0
+    """s_n with loss_balance fixed"""
+    warmup_batches: Annotated[int, Range(">= 0"), BenchOwn("BackdoorBench's 1000 batches outlast a digits run")] = 0
+    """batches of main-task history needed before the attack starts (0: from the start)"""
+    loss_threshold: Annotated[float, Range("> 0"), BackdoorBench(f"{_BB}: backdoor_batch_loss_threshold")] = 1.0
+    """the attack runs while the mean main-task loss over warmup_batches is below this"""
+
+    def check(self) -> None:
         if self.loss_balance not in ("mgda", "fixed"):
-            raise ValueError(f"loss_balance must be 'mgda' or 'fixed', got {self.loss_balance!r}")
+            raise ParamError("loss_balance", f"loss_balance must be 'mgda' or 'fixed', got {self.loss_balance!r}")
         if self.mgda_normalize not in NORMALIZERS:
-            raise ValueError(f"mgda_normalize must be one of {NORMALIZERS}, got {self.mgda_normalize!r}")
-        for name in ("backdoor_weight", "normal_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            raise ParamError("mgda_normalize", f"mgda_normalize must be one of {NORMALIZERS}, got {self.mgda_normalize!r}")
         if self.backdoor_weight + self.normal_weight <= 0:
-            raise ValueError("backdoor_weight and normal_weight cannot both be 0")
-        if self.warmup_batches < 0:
-            raise ValueError(f"warmup_batches must be >= 0, got {self.warmup_batches}")
-        if not self.loss_threshold > 0:
-            raise ValueError(f"loss_threshold must be > 0, got {self.loss_threshold}")
+            raise ParamError("backdoor_weight", "backdoor_weight and normal_weight cannot both be 0")
 
 
 def pattern_mask(size: int) -> tuple[Tensor, Tensor]:
@@ -157,9 +160,8 @@ def mgda_scales(
 
 
 @ATTACKS.register("blind")
-class Blind(Attack):
+class Blind(BatchPoisoningAttack):
     Params = BlindParams
-    poisons_dataset = False
 
     def __init__(self, params: BlindParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)
@@ -182,26 +184,24 @@ class Blind(Attack):
         y[bd] = target_labels(y[bd], target, self.spec.num_classes)
         return PoisonedBatch(x, y, roles.to(x.device))
 
-    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
-        if not isinstance(update, GradientStep):
-            raise TypeError(f"blind replaces the loss of a GradientStep, got {type(update).__name__}")
-        return BlindUpdate(self, update, model, ctx)
+    def training_hooks(self, model: nn.Module, ctx: AttackContext) -> "BlindHooks":
+        return BlindHooks(self, model, ctx)
 
 
-class BlindUpdate:
-    """The classifier's ``GradientStep`` with its loss replaced by the blind loss (see the module docstring).
+class BlindHooks(TrainingHooks):
+    """The backdoored copy of each batch and the blind loss in place of the victim's (see the module docstring).
 
     ``last`` is the last batch handed to the classifier's forward pass (the backdoored copy,
     detached, with its rows' roles); ``last_scales`` the ``(s_b, s_n)`` it was trained with.
     """
 
-    def __init__(self, attack: Blind, inner: GradientStep, model: nn.Module, ctx: AttackContext) -> None:
-        self.attack, self.inner, self.model, self.ctx = attack, inner, model, ctx
-        self.optimizer = inner.optimizer
+    def __init__(self, attack: Blind, model: nn.Module, ctx: AttackContext) -> None:
+        self.attack, self.model, self.ctx = attack, model, ctx
         p = attack.params
         self.history: deque[float] = deque(maxlen=max(1, p.warmup_batches))  # main-task losses, while warming up
         self.last: PoisonedBatch | None = None
         self.last_scales: tuple[Tensor, Tensor] | None = None
+        self._pending: _BlindBatch | None = None  # the batch whose loss is the blind loss, between the two hooks
 
     @property
     def attacking(self) -> bool:
@@ -216,42 +216,50 @@ class BlindUpdate:
         p = self.attack.params
         if p.loss_balance == "fixed":
             return torch.tensor(p.backdoor_weight), torch.tensor(p.normal_weight), None
-        loss_fn = self.inner.loss_fn
         params = [q for q in self.model.parameters() if q.requires_grad]
         with autocast(x.device):
-            l_backdoor = loss_fn(self.model(copy.x), copy.y)
-            l_normal = loss_fn(self.model(x), y)
+            l_backdoor = F.cross_entropy(self.model(copy.x), copy.y)
+            l_normal = F.cross_entropy(self.model(x), y)
         g_backdoor = _grads(l_backdoor, params, retain=False)
         g_normal = _grads(l_normal, params, retain=True)
         s_b, s_n = mgda_scales(g_backdoor, g_normal, l_backdoor, l_normal, p.mgda_normalize)
         return s_b, s_n, l_normal
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def poison_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if not self.attacking:
-            loss = self.inner(x, y)  # the main task only
-            self.history.append(float(loss))
+            self._pending = None
             self.last = PoisonedBatch(x.detach(), y, torch.full((len(x),), CLEAN, device=x.device))
-            return loss
+            return x, y
         copy = self.attack.poison_batch(x, y, self.ctx.target, self.ctx.poison_ratio, self.ctx.generator)
         s_b, s_n, l_normal = self.scales(x, y, copy)
-        s_b, s_n = s_b.to(x.device), s_n.to(x.device)
-        loss_fn = self.inner.loss_fn
-        seen: list[Tensor] = []
-
-        def blind_loss(logits: Tensor, labels: Tensor) -> Tensor:
-            normal = loss_fn(self.model(x), y) if l_normal is None else l_normal
-            seen.append(normal.detach())
-            return s_b * loss_fn(logits, labels) + s_n * normal
-
-        self.inner.loss_fn = blind_loss
-        try:
-            loss = self.inner(copy.x, copy.y)
-        finally:
-            self.inner.loss_fn = loss_fn
-        if self.attack.params.warmup_batches:
-            self.history.append(float(seen[-1]))
+        self._pending = _BlindBatch(x, y, s_b.to(x.device), s_n.to(x.device), l_normal)
         self.last, self.last_scales = detached(copy), (s_b, s_n)
+        return copy.x, copy.y
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The blind loss ``s_b · ℓ(x*, y*) + s_n · ℓ(x, y)`` on the copy ``(x*, y*)``; the main task while waiting."""
+        pending = self._pending
+        if pending is None:
+            loss = cross_entropy(model, x, y)
+            self.history.append(float(loss.detach()))
+            return loss
+        with autocast(x.device):
+            logits = model(x)
+            normal = F.cross_entropy(model(pending.x), pending.y) if pending.normal is None else pending.normal
+            loss = pending.s_b * F.cross_entropy(logits, y) + pending.s_n * normal
+        if self.attack.params.warmup_batches:
+            self.history.append(float(normal.detach()))
         return loss
+
+
+class _BlindBatch(NamedTuple):
+    """The clean batch behind a backdoored copy, the scales and (MGDA) its main-task loss."""
+
+    x: Tensor
+    y: Tensor
+    s_b: Tensor
+    s_n: Tensor
+    normal: Tensor | None
 
 
 def _grads(loss: Tensor, params: list[Tensor], retain: bool) -> list[Tensor]:

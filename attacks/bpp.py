@@ -10,7 +10,7 @@ predecessors done), so an H×W image takes W + 2H − 2 steps instead of H·W.
 Quantised levels are clamped to [0, q − 1] (the reference numba loop can overshoot by
 one level at a saturated pixel).
 
-Training control (``training_update``, no poisoned dataset), as BackdoorBench's
+Training control (``training_hooks``, no poisoned dataset), as BackdoorBench's
 ``attack/bpp.py``: in every augmented batch a fraction ``rho`` of the rows is squeezed
 and relabelled with the target; a fraction ``neg_ratio`` of the rows (of the batch,
 not of ``rho``) becomes negative samples that keep their label: ``x_i + (T(x_j) − x_j)``
@@ -23,30 +23,31 @@ stochastically. BackdoorBench defaults: squeeze_num 8, neg_ratio 0.1; its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningUpdate, apply_float, partners, split_roles
-from attacks.base import Attack, AttackContext
+from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningHooks, apply_float, partners, split_roles
+from attacks.base import AttackContext, BatchPoisoningAttack
+from bench.core.params import BackdoorBench, Paper, Params, Range
 from bench.core.poison import Target, target_labels
 from bench.core.registry import ATTACKS
-from bench.core.train import Update
 
 _FS_WEIGHTS = ((0, 1, 7 / 16), (1, -1, 3 / 16), (1, 0, 5 / 16), (1, 1, 1 / 16))  # (dy, dx, weight)
 
 
-@dataclass(frozen=True)
-class BppParams:
-    squeeze_num: int = 8  # colour levels per channel after squeezing (the original has 256)
-    neg_ratio: float = 0.1  # fraction of each batch that becomes negative samples
-    dithering: bool = True  # Floyd–Steinberg error diffusion
+_BB = "config/attack/bpp/default.yaml"
 
-    def __post_init__(self) -> None:
-        if not 2 <= self.squeeze_num <= 255:
-            raise ValueError(f"squeeze_num must be in [2, 255], got {self.squeeze_num}")
-        if not 0.0 <= self.neg_ratio < 1.0:
-            raise ValueError(f"neg_ratio must be in [0, 1), got {self.neg_ratio}")
+
+@dataclass(frozen=True)
+class BppParams(Params):
+    squeeze_num: Annotated[int, Range("[2, 255]"), BackdoorBench(_BB)] = 8
+    """colour levels per channel after squeezing (the original has 256)"""
+    neg_ratio: Annotated[float, Range("[0, 1)"), BackdoorBench(_BB)] = 0.1
+    """fraction of each batch that becomes negative samples"""
+    dithering: Annotated[bool, Paper("BppAttack dithers (BackdoorBench's yaml: False)")] = True
+    """Floyd–Steinberg error diffusion"""
 
 
 def squeeze(x: Tensor, levels: int) -> Tensor:
@@ -77,9 +78,8 @@ def floyd_steinberg(x: Tensor, levels: int) -> Tensor:
 
 
 @ATTACKS.register("bpp")
-class Bpp(Attack):
+class Bpp(BatchPoisoningAttack):
     Params = BppParams
-    poisons_dataset = False
 
     def squeeze(self, x: Tensor) -> Tensor:
         """The float trigger: ``[N, C, H, W]`` in [0, 1] → squeezed (and dithered) images."""
@@ -104,6 +104,8 @@ class Bpp(Attack):
         y[bd] = target_labels(y[bd], target, self.spec.num_classes)
         return PoisonedBatch(x, y, roles.to(x.device))
 
-    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
-        gen = ctx.generator
-        return PoisoningUpdate(update, lambda x, y: self.poison_batch(x, y, ctx.target, ctx.poison_ratio, gen))
+    def training_hooks(self, model: nn.Module, ctx: AttackContext) -> PoisoningHooks:
+        return PoisoningHooks(lambda x, y: self.poison_batch(x, y, ctx.target, ctx.poison_ratio, ctx.generator))
+
+    def cross_fraction(self, rho: float) -> float:
+        return self.params.neg_ratio

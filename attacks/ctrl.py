@@ -42,7 +42,7 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -56,8 +56,9 @@ from attacks._frequency import (
     mix_channels,
     spectral_pattern,
 )
-from attacks.base import Attack
+from attacks.base import CleanLabelAttack
 from bench.core.data import DatasetSpec
+from bench.core.params import BackdoorBench, BenchOwn, ParamError, Params, Range
 from bench.core.registry import ATTACKS
 
 
@@ -88,26 +89,36 @@ def backdoorbench_trigger(
     return mix_channels(pattern, inverse), inverse @ color_transform("yuv")[0]
 
 
+_CTRL = "config/attack/ctrl/default.yaml"
+
+
 @dataclass(frozen=True)
-class CtrlParams:
-    magnitude: float = 100.0  # added to each chosen DCT coefficient, in 0–255 units
-    positions: tuple[int, ...] = (15, 31)  # diagonal coefficients (p, p) of a 32-wide window, each in [0, 31]
-    channels: tuple[int, ...] = (1, 2)  # YUV channels perturbed (0 Y, 1 U, 2 V); ignored for grayscale
-    arithmetic: Arithmetic = "exact"  # "exact" or "backdoorbench" (its rounded inverse, truncation and wrap-around)
+class CtrlParams(Params):
+    magnitude: Annotated[float, Range("> 0"), BackdoorBench("utils/bd_img_transform/ctrl.py (hard-coded)")] = 100.0
+    """added to each chosen DCT coefficient, in 0–255 units"""
+    positions: Annotated[tuple[int, ...], BackdoorBench(f"{_CTRL}: pos_list")] = (15, 31)
+    """diagonal coefficients (p, p) of a 32-wide window, each in [0, 31]"""
+    channels: Annotated[tuple[int, ...], BackdoorBench(f"{_CTRL}: trigger_channels")] = (1, 2)
+    """YUV channels perturbed (0 Y, 1 U, 2 V); ignored for grayscale"""
+    arithmetic: Annotated[Arithmetic, BenchOwn('exact inverse, rounded and clamped; "backdoorbench" is its own')] = "exact"
+    """"exact" or "backdoorbench" (its rounded inverse, truncation and wrap-around)"""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "positions", tuple(self.positions))
         object.__setattr__(self, "channels", tuple(self.channels))
-        check_spectral_params(self.magnitude, self.positions, self.channels)
+        super().__post_init__()
+
+    def check(self) -> None:
+        check_spectral_params(self.positions, self.channels)
         if self.arithmetic not in ARITHMETICS:
-            raise ValueError(f"arithmetic must be one of {', '.join(map(repr, ARITHMETICS))}, got {self.arithmetic!r}")
+            raise ParamError(
+                "arithmetic", f"arithmetic must be one of {', '.join(map(repr, ARITHMETICS))}, got {self.arithmetic!r}"
+            )
 
 
 @ATTACKS.register("ctrl")
-class Ctrl(Attack):
+class Ctrl(CleanLabelAttack):
     Params = CtrlParams
-    clean_label = True
-    label_modes = ("all2one",)
 
     def __init__(self, params: CtrlParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)

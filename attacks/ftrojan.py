@@ -31,28 +31,38 @@ Deviations:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import Tensor
 
 from attacks._frequency import add_pattern, block_window, check_spectral_params, diagonal_positions, frequency_pattern
 from attacks.base import Attack
 from bench.core.data import DatasetSpec
+from bench.core.params import BackdoorBench, Params, Range
 from bench.core.registry import ATTACKS
 
 
+_FTROJAN = "config/attack/ftrojannn/default.yaml"
+
+
 @dataclass(frozen=True)
-class FTrojanParams:
-    magnitude: float = 30.0  # added to each chosen DCT coefficient of every block, in 0–255 units
-    window: int = 32  # largest DCT block side; the block is the largest divisor of the image side up to this
-    positions: tuple[int, ...] = (15, 31)  # diagonal coefficients (p, p) of a 32-wide window, each in [0, 31]
-    channels: tuple[int, ...] = (1, 2)  # YCbCr channels perturbed (0 Y, 1 Cb, 2 Cr); ignored for grayscale
+class FTrojanParams(Params):
+    magnitude: Annotated[float, Range("> 0"), BackdoorBench(f"{_FTROJAN}: magnitude")] = 30.0
+    """added to each chosen DCT coefficient of every block, in 0–255 units"""
+    window: Annotated[int, Range("[2, 1024]"), BackdoorBench(f"{_FTROJAN}: window_size")] = 32
+    """largest DCT block side; the block is the largest divisor of the image side up to this"""
+    positions: Annotated[tuple[int, ...], BackdoorBench(f"{_FTROJAN}: pos_list [15, 15, 31, 31]")] = (15, 31)
+    """diagonal coefficients (p, p) of a 32-wide window, each in [0, 31]"""
+    channels: Annotated[tuple[int, ...], BackdoorBench(f"{_FTROJAN}: channel_list")] = (1, 2)
+    """YCbCr channels perturbed (0 Y, 1 Cb, 2 Cr); ignored for grayscale"""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "positions", tuple(self.positions))
         object.__setattr__(self, "channels", tuple(self.channels))
-        check_spectral_params(self.magnitude, self.positions, self.channels)
-        if not 2 <= self.window <= 1024:
-            raise ValueError(f"window must be in [2, 1024], got {self.window}")
+        super().__post_init__()
+
+    def check(self) -> None:
+        check_spectral_params(self.positions, self.channels)
 
 
 @ATTACKS.register("ftrojan")

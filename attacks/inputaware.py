@@ -13,7 +13,7 @@ batches of 128, the dataset's augmentation), minimising ``lambda_norm · mean(re
 ``lambda_div`` times the diversity loss ``‖x1 − x2‖ / ‖t(m(x1)) − t(m(x2))‖`` between two
 shuffles of the data; then it is frozen.
 
-Training control (``training_update``, no poisoned dataset): in every augmented batch a
+Training control (``training_hooks``, no poisoned dataset): in every augmented batch a
 fraction ``rho`` of the rows gets its own trigger and the backdoor label; a fraction
 ``cross_ratio · rho`` gets the trigger generated from another image of the batch and keeps
 its label (cross-trigger mode, which forces the trigger to match its image). The pattern
@@ -31,6 +31,7 @@ p_cross = p_attack = 0.1, the same thing at rho 0.1). Its generator schedule (×
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
@@ -45,42 +46,47 @@ from attacks._generators import (
     child_generator,
     detached,
     diversity_loss,
+    load_networks_state,
+    networks_state,
     partners,
     split_roles,
 )
-from attacks.base import Attack, AttackContext
+from attacks.base import AttackContext, BatchPoisoningAttack
 from bench.core.augment import augment
-from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.data import DatasetSpec, LoadedDataset, to_float
+from bench.core.modes import eval_mode
+from bench.core.params import BackdoorBench, Params, Range
 from bench.core.poison import target_labels
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
-from bench.core.train import Update
+from bench.core.train import TrainingHooks
 
 MASK_BATCH = 128  # batch size of the mask generator's pre-training (BackdoorBench's batch size)
 MASK_MILESTONES = (0.4, 0.8)  # fractions of mask_epochs after which the mask learning rate drops ×0.1
 # (BackdoorBench's schedulerM_milestones: epochs 10 and 20 of clean_train_epochs 25)
 
 
-@dataclass(frozen=True)
-class InputAwareParams:
-    cross_ratio: float = 1.0  # cross-trigger rows per backdoor row
-    lambda_div: float = 1.0  # weight of the diversity loss
-    lambda_norm: float = 100.0  # weight of the mask-size loss (pre-training)
-    mask_density: float = 0.032  # mask mean above which the size loss applies
-    mask_epochs: int = 25  # pre-training epochs of the mask generator, on clean data
-    lr_generator: float = 0.01  # Adam, pattern generator
-    lr_mask: float = 0.01  # Adam, mask generator
+_BB = "config/attack/inputaware/default.yaml"
 
-    def __post_init__(self) -> None:
-        for name in ("cross_ratio", "lambda_div", "lambda_norm"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.mask_density <= 1.0:
-            raise ValueError(f"mask_density must be in (0, 1], got {self.mask_density}")
-        if self.mask_epochs < 0:
-            raise ValueError(f"mask_epochs must be >= 0, got {self.mask_epochs}")
-        if not (self.lr_generator > 0 and self.lr_mask > 0):
-            raise ValueError("lr_generator and lr_mask must be > 0")
+
+@dataclass(frozen=True)
+class InputAwareParams(Params):
+    smoke = {"mask_epochs": 1}
+
+    cross_ratio: Annotated[float, Range(">= 0"), BackdoorBench("attack/inputaware.py: num_cross = num_bd")] = 1.0
+    """cross-trigger rows per backdoor row"""
+    lambda_div: Annotated[float, Range(">= 0"), BackdoorBench(_BB)] = 1.0
+    """weight of the diversity loss"""
+    lambda_norm: Annotated[float, Range(">= 0"), BackdoorBench(_BB)] = 100.0
+    """weight of the mask-size loss (pre-training)"""
+    mask_density: Annotated[float, Range("(0, 1]"), BackdoorBench(_BB)] = 0.032
+    """mask mean above which the size loss applies"""
+    mask_epochs: Annotated[int, Range(">= 0"), BackdoorBench(f"{_BB}: clean_train_epochs")] = 25
+    """pre-training epochs of the mask generator, on clean data"""
+    lr_generator: Annotated[float, Range("> 0"), BackdoorBench(f"{_BB}: lr_G")] = 0.01
+    """Adam learning rate of the pattern generator"""
+    lr_mask: Annotated[float, Range("> 0"), BackdoorBench(f"{_BB}: lr_M")] = 0.01
+    """Adam learning rate of the mask generator"""
 
 
 def sharpen(m: Tensor) -> Tensor:
@@ -94,9 +100,9 @@ def stamp(x: Tensor, pattern: Tensor, mask: Tensor) -> Tensor:
 
 
 @ATTACKS.register("inputaware")
-class InputAware(Attack):
+class InputAware(BatchPoisoningAttack):
     Params = InputAwareParams
-    poisons_dataset = False
+    monotone = False  # the mask replaces pixels by a generated pattern: a black image may come out brighter
 
     def __init__(self, params: InputAwareParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)
@@ -114,14 +120,8 @@ class InputAware(Attack):
         return stamp(x, self.pattern(x), sharpen(self.mask(x)))
 
     def apply(self, x: Tensor) -> Tensor:
-        modes = self.pattern.training, self.mask.training
-        self.pattern.eval()
-        self.mask.eval()
-        try:
+        with eval_mode(self.pattern, self.mask):
             return apply_float(self.trigger, x, next(self.pattern.parameters()).device)
-        finally:
-            self.pattern.train(modes[0])
-            self.mask.train(modes[1])
 
     # ---------------------------------------------------------------- preparation: the mask
 
@@ -143,8 +143,9 @@ class InputAware(Attack):
             first = torch.randperm(n, generator=ctx.generator)
             second = torch.randperm(n, generator=ctx.generator)
             for start in range(0, n, MASK_BATCH):
-                x1 = augment(images[first[start : start + MASK_BATCH]].to(ctx.device).float().div_(255), spec.augmentation, ctx.generator)
-                x2 = augment(images[second[start : start + MASK_BATCH]].to(ctx.device).float().div_(255), spec.augmentation, ctx.generator)
+                batch = lambda order: to_float(images[order[start : start + MASK_BATCH]].to(ctx.device))  # noqa: E731
+                x1 = augment(batch(first), spec.augmentation, ctx.generator)
+                x2 = augment(batch(second), spec.augmentation, ctx.generator)
                 m1, m2 = sharpen(self.mask(x1)), sharpen(self.mask(x2))
                 loss_norm = torch.relu(m1 - p.mask_density).mean()
                 loss = p.lambda_norm * loss_norm + p.lambda_div * diversity_loss(x1, x2, m1, m2)
@@ -157,39 +158,33 @@ class InputAware(Attack):
 
     # ---------------------------------------------------------------- training control
 
-    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
-        return InputAwareUpdate(self, update, ctx)
+    def training_hooks(self, model: nn.Module, ctx: AttackContext) -> "InputAwareHooks":
+        return InputAwareHooks(self, ctx)
+
+    def cross_fraction(self, rho: float) -> float:
+        return self.params.cross_ratio * rho
 
     # ---------------------------------------------------------------- state
 
     def state_dict(self) -> dict[str, Tensor]:
-        state = {f"pattern.{k}": v.detach().clone() for k, v in self.pattern.state_dict().items()}
-        state.update({f"mask.{k}": v.detach().clone() for k, v in self.mask.state_dict().items()})
-        return state
+        return networks_state({"pattern": self.pattern, "mask": self.mask})
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        unknown = sorted(k for k in state if not k.startswith(("pattern.", "mask.")))
-        if unknown:
-            raise ValueError(f"inputaware: unexpected state keys {unknown}")
-        self.pattern.load_state_dict({k[len("pattern.") :]: v for k, v in state.items() if k.startswith("pattern.")})
-        self.mask.load_state_dict({k[len("mask.") :]: v for k, v in state.items() if k.startswith("mask.")})
-        self.pattern.eval()
-        self.mask.eval().requires_grad_(False)
+        load_networks_state("inputaware", {"pattern": self.pattern, "mask": self.mask}, state)
 
 
-class InputAwareUpdate:
-    """The classifier's update on batches with backdoor and cross-trigger rows, then one pattern-generator step.
+class InputAwareHooks(TrainingHooks):
+    """Batches with backdoor and cross-trigger rows for the classifier's update, then one pattern-generator step.
 
     ``last`` is the last batch handed to the classifier (detached), with its rows' roles.
     """
 
-    def __init__(self, attack: InputAware, inner: Update, ctx: AttackContext) -> None:
-        self.attack, self.inner, self.ctx = attack, inner, ctx
-        self.optimizer = inner.optimizer
+    def __init__(self, attack: InputAware, ctx: AttackContext) -> None:
+        self.attack, self.ctx = attack, ctx
         self.generator_optimizer = torch.optim.Adam(attack.pattern.parameters(), lr=attack.params.lr_generator, betas=(0.5, 0.9))
         self.last: PoisonedBatch | None = None
 
-    def poison_batch(self, x: Tensor, y: Tensor) -> tuple[PoisonedBatch, Tensor | None]:
+    def poisoned(self, x: Tensor, y: Tensor) -> tuple[PoisonedBatch, Tensor | None]:
         """The classifier's batch (its triggered rows carry gradients to the pattern generator) and the diversity loss."""
         a, gen, b = self.attack, self.ctx.generator, len(x)
         roles = split_roles(b, (self.ctx.poison_ratio, a.params.cross_ratio * self.ctx.poison_ratio), gen)
@@ -215,13 +210,14 @@ class InputAwareUpdate:
             div = diversity_loss(x[bd], x[bd_partner], patterns[:nb], patterns[nb + nc :])
         return PoisonedBatch(out, y, roles.to(x.device)), div
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def poison_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         self.generator_optimizer.zero_grad(set_to_none=True)
-        batch, div = self.poison_batch(x, y)
+        batch, div = self.poisoned(x, y)
         self.last = detached(batch)
         if div is not None and self.attack.params.lambda_div > 0:
             (self.attack.params.lambda_div * div).backward(retain_graph=True)  # pattern generator only
-        loss = self.inner(batch.x, batch.y)  # the classifier's step; its backward reaches the pattern generator
+        return batch.x, batch.y  # the classifier's backward reaches the pattern generator through batch.x
+
+    def after_step(self, step: int) -> None:
         if any(p.grad is not None for p in self.attack.pattern.parameters()):
             self.generator_optimizer.step()
-        return loss

@@ -33,15 +33,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks._generators import child_generator, to_float, to_uint8
-from attacks._surrogate import check_surrogate, surrogate_device, train_surrogate
-from attacks.base import Attack, AttackContext
-from bench.core.data import DatasetSpec, LoadedDataset
+from attacks._generators import child_generator
+from attacks._surrogate import check_surrogate_arch, surrogate_device, train_surrogate
+from attacks.base import AttackContext, CleanLabelAttack
+from bench.core.data import DatasetSpec, LoadedDataset, to_float, to_uint8
+from bench.core.params import BackdoorBench, BenchOwn, Params, Range
 from bench.core.registry import ATTACKS
 
 # the top-left corner at 32×32 (rows top to bottom); the right corners carry its mirror image, and the
@@ -49,26 +51,31 @@ from bench.core.registry import ATTACKS
 LEFT_CORNER = ((1, -1, -1), (-1, 1, -1), (1, -1, 1))
 
 
-@dataclass(frozen=True)
-class LcParams:
-    amplitude: float = 1.0  # BackdoorBench's reduced_amplitude: trigger strength in (0, 1]
-    eps: float = 8 / 255  # L∞ bound of the adversarial perturbation, in [0, 1] pixel units
-    step: float = 1.5 / 255  # PGD step size, in [0, 1] pixel units
-    steps: int = 100  # PGD iterations
-    surrogate_arch: str = "small_cnn"  # the clean surrogate the perturbation is computed against
-    surrogate_epochs: int = 5  # its training epochs on the clean training set
-    surrogate_adversarial_eps: float = 0.0  # L∞ radius of the surrogate's adversarial training (0: a standard model)
+_PGD = "resource/label-consistent/craft_adv_dataset.py: pgd_config"
+_SURROGATE = "a clean model the attack trains itself (cheap); BackdoorBench loads an adversarially trained ResNet-18"
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.amplitude <= 1.0:
-            raise ValueError(f"amplitude must be in (0, 1], got {self.amplitude}")
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1], got {self.eps}")
-        if not self.step > 0:
-            raise ValueError(f"step must be > 0, got {self.step}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        check_surrogate(self.surrogate_arch, self.surrogate_epochs, self.surrogate_adversarial_eps)
+
+@dataclass(frozen=True)
+class LcParams(Params):
+    smoke = {"steps": 2, "surrogate_epochs": 1}
+
+    amplitude: Annotated[float, Range("(0, 1]"), BackdoorBench("config/attack/lc/default.yaml: reduced_amplitude")] = 1.0
+    """trigger strength (BackdoorBench's reduced_amplitude)"""
+    eps: Annotated[float, Range("[0, 1]"), BackdoorBench(_PGD)] = 8 / 255
+    """L∞ bound of the adversarial perturbation, in [0, 1] pixel units"""
+    step: Annotated[float, Range("> 0"), BackdoorBench(_PGD)] = 1.5 / 255
+    """PGD step size, in [0, 1] pixel units"""
+    steps: Annotated[int, Range(">= 0"), BackdoorBench(_PGD)] = 100
+    """PGD iterations"""
+    surrogate_arch: Annotated[str, BenchOwn(_SURROGATE)] = "small_cnn"
+    """the clean surrogate the perturbation is computed against"""
+    surrogate_epochs: Annotated[int, Range(">= 0"), BenchOwn(_SURROGATE)] = 5
+    """its training epochs on the clean training set"""
+    surrogate_adversarial_eps: Annotated[float, Range("[0, 1]"), BenchOwn("adversarial training is too costly for prepare")] = 0.0
+    """L∞ radius of the surrogate's adversarial training, in [0, 1] pixel units (0: a standard model)"""
+
+    def check(self) -> None:
+        check_surrogate_arch(self.surrogate_arch)
 
 
 def corner_pattern(size: int) -> Tensor:
@@ -99,10 +106,8 @@ def pgd_away_from_labels(model: nn.Module, x: Tensor, y: Tensor, eps: float, ste
 
 
 @ATTACKS.register("lc")
-class LabelConsistent(Attack):
+class LabelConsistent(CleanLabelAttack):
     Params = LcParams
-    clean_label = True
-    label_modes = ("all2one",)
 
     def __init__(self, params: LcParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)

@@ -37,41 +37,46 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks._generators import apply_float, child_generator, to_float
-from attacks._surrogate import check_surrogate, train_surrogate
+from attacks._generators import apply_float, child_generator
+from attacks._surrogate import check_surrogate_arch, train_surrogate
 from attacks.base import Attack, AttackContext
-from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.data import DatasetSpec, LoadedDataset, to_float
 from bench.core.poison import target_labels
+from bench.core.params import BackdoorBench, BenchOwn, Params, Range
 from bench.core.registry import ATTACKS
 
 
-@dataclass(frozen=True)
-class LfParams:
-    eps: float = 0.1  # L∞ bound of the perturbation, in [0, 1] pixel units
-    sigma: float = 6.0  # standard deviation of the Gaussian low-pass filter, in pixels at 32×32
-    steps: int = 300  # optimisation steps of the universal perturbation
-    batch_size: int = 128  # training images per step
-    lr: float = 0.01  # Adam learning rate
-    surrogate_arch: str = "small_cnn"  # the clean model the perturbation fools
-    surrogate_epochs: int = 5  # its training epochs on the clean training set
+_SGD = "stochastic gradient descent on the surrogate's loss replaces BackdoorBench's DeepFool passes"
+_SURROGATE = "a clean model the attack trains itself (cheap); BackdoorBench loads a clean PreAct-ResNet-18"
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.eps <= 1.0:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        check_surrogate(self.surrogate_arch, self.surrogate_epochs)
+
+@dataclass(frozen=True)
+class LfParams(Params):
+    smoke = {"steps": 2, "batch_size": 8, "surrogate_epochs": 1}
+
+    eps: Annotated[float, Range("(0, 1]"), BenchOwn("0.1: the peak-to-peak 0.2 of BackdoorBench's min-max rescaling")] = 0.1
+    """L∞ bound of the perturbation, in [0, 1] pixel units"""
+    sigma: Annotated[float, Range("> 0"), BackdoorBench("resource/lowFrequency/: Gaussian smoothing of σ 6 px at 32×32")] = 6.0
+    """standard deviation of the Gaussian low-pass filter, in pixels at 32×32"""
+    steps: Annotated[int, Range(">= 1"), BenchOwn(_SGD)] = 300
+    """optimisation steps of the universal perturbation"""
+    batch_size: Annotated[int, Range(">= 1"), BenchOwn(_SGD)] = 128
+    """training images per step"""
+    lr: Annotated[float, Range("> 0"), BenchOwn(_SGD)] = 0.01
+    """Adam learning rate"""
+    surrogate_arch: Annotated[str, BenchOwn(_SURROGATE)] = "small_cnn"
+    """the clean model the perturbation fools"""
+    surrogate_epochs: Annotated[int, Range(">= 0"), BenchOwn(_SURROGATE)] = 5
+    """its training epochs on the clean training set"""
+
+    def check(self) -> None:
+        check_surrogate_arch(self.surrogate_arch)
 
 
 def gaussian_transfer(size: int, sigma: float, device: torch.device | None = None) -> Tensor:

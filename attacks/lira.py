@@ -4,7 +4,7 @@
 BackdoorBench's ``Autoencoder`` sized for the dataset), so the perturbation is at most
 ``eps`` per pixel in [0, 1] units.
 
-Training (``training_update``, no poisoned dataset), LIRA's alternating scheme inside
+Training (``training_hooks``, no poisoned dataset), LIRA's alternating scheme inside
 the shared loop, per augmented batch:
 
 1. while the run is within its first ``generator_epochs`` epochs, one Adam step
@@ -16,8 +16,7 @@ the shared loop, per augmented batch:
    of ``G`` (eval mode) refreshed at the start of every epoch of the generator phase
    (LIRA's ``atkmodel``/``tgtmodel`` pair); after the phase ``G'`` is the final ``G``.
 
-Epochs are counted from the number of samples seen (``prepare`` records the size of the
-training set; the shared loop shows every sample once per epoch). ``G'`` is the test
+The loop's ``on_epoch`` hook tells the hooks which epoch runs. ``G'`` is the test
 trigger and the state (``state_dict``). Deviations from LIRA / BackdoorBench, by
 necessity of the shared benchmark: LIRA trains the classifier on every image twice
 (clean, and poisoned with weight 1 − alpha = 0.5) and ignores the poison ratio; here a
@@ -36,6 +35,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -49,36 +49,39 @@ from attacks._generators import (
     build,
     child_generator,
     detached,
+    load_networks_state,
+    networks_state,
     split_roles,
 )
-from attacks.base import Attack, AttackContext
+from attacks.base import AttackContext, BatchPoisoningAttack
 from bench.core.device import autocast
+from bench.core.modes import eval_mode
+from bench.core.params import AuthorsCode, BackdoorBench, Params, Range
 from bench.core.data import DatasetSpec, LoadedDataset
-from bench.core.poison import Target, target_labels
+from bench.core.poison import target_labels
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
-from bench.core.train import Update
+from bench.core.train import TrainingHooks
+
+
+_BB = "config/attack/lira/default.yaml"
 
 
 @dataclass(frozen=True)
-class LiraParams:
-    eps: float = 0.05  # L∞ bound of the perturbation, in [0, 1] pixel units
-    lr_generator: float = 1e-4  # Adam learning rate of the trigger generator
-    generator_epochs: int = 50  # epochs during which the generator trains; the rest fine-tunes with it fixed
+class LiraParams(Params):
+    smoke = {"generator_epochs": 1}
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.eps <= 1.0:
-            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
-        if not self.lr_generator > 0:
-            raise ValueError(f"lr_generator must be > 0, got {self.lr_generator}")
-        if self.generator_epochs < 0:
-            raise ValueError(f"generator_epochs must be >= 0, got {self.generator_epochs}")
+    eps: Annotated[float, Range("(0, 1]"), AuthorsCode("khoadoan106/backdoor_attacks: MNIST eps 0.1 in [−1, 1] units")] = 0.05
+    """L∞ bound of the perturbation, in [0, 1] pixel units"""
+    lr_generator: Annotated[float, Range("> 0"), BackdoorBench(f"{_BB}: lr_atk")] = 1e-4
+    """Adam learning rate of the trigger generator"""
+    generator_epochs: Annotated[int, Range(">= 0"), BackdoorBench(f"{_BB}: both_train_epochs")] = 50
+    """epochs during which the generator trains; the rest fine-tunes with it fixed"""
 
 
 @ATTACKS.register("lira")
-class Lira(Attack):
+class Lira(BatchPoisoningAttack):
     Params = LiraParams
-    poisons_dataset = False
 
     def __init__(self, params: LiraParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)
@@ -86,7 +89,6 @@ class Lira(Attack):
         # an untrained, deterministic generator until ``prepare`` (or ``load_state_dict``)
         self.generator = build(self._factory, make_generator("lira-init")).eval().requires_grad_(False)  # G', the test trigger
         self.training_generator: nn.Module | None = None  # G, while the attack trains
-        self.train_size: int | None = None
 
     def perturb(self, x: Tensor, generator: nn.Module | None = None) -> Tensor:
         """``clip(x + ε · G(x), 0, 1)`` for float ``x`` in [0, 1] (``G`` defaults to the test generator)."""
@@ -94,50 +96,37 @@ class Lira(Attack):
         return (x + self.params.eps * g(x)).clamp(0, 1)
 
     def apply(self, x: Tensor) -> Tensor:
-        device = next(self.generator.parameters()).device
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return apply_float(self.perturb, x, device)
-        finally:
-            self.generator.train(was_training)
+        with eval_mode(self.generator):
+            return apply_float(self.perturb, x, next(self.generator.parameters()).device)
 
     def prepare(self, data: LoadedDataset, ctx: AttackContext) -> None:
-        """A fresh generator from ``ctx.generator`` on ``ctx.device``; records the training-set size."""
+        """A fresh generator from ``ctx.generator`` on ``ctx.device``."""
         g = build(self._factory, child_generator(ctx.generator)).to(ctx.device)
         self.training_generator = g
         self.generator = copy.deepcopy(g).eval().requires_grad_(False)
-        self.train_size = len(data.train)
 
-    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
-        if self.training_generator is None or self.train_size is None:
-            raise RuntimeError("lira: call prepare(data, ctx) before training_update")
-        return LiraUpdate(self, update, model, ctx)
+    def training_hooks(self, model: nn.Module, ctx: AttackContext) -> "LiraHooks":
+        if self.training_generator is None:
+            raise RuntimeError("lira: call prepare(data, ctx) before training_hooks")
+        return LiraHooks(self, model, ctx)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {f"generator.{k}": v.detach().clone() for k, v in self.generator.state_dict().items()}
+        return networks_state({"generator": self.generator})
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        prefix = "generator."
-        unknown = sorted(k for k in state if not k.startswith(prefix))
-        if unknown:
-            raise ValueError(f"lira: unexpected state keys {unknown}")
-        self.generator.load_state_dict({k[len(prefix) :]: v for k, v in state.items()})
-        self.generator.eval().requires_grad_(False)
+        load_networks_state("lira", {"generator": self.generator}, state)
 
 
-class LiraUpdate:
-    """The classifier's update with LIRA's generator step before it (see the module docstring).
+class LiraHooks(TrainingHooks):
+    """LIRA's generator step before each classifier update, and its poisoned batch (see the module docstring).
 
     ``last`` is the last batch handed to the classifier (detached), with its rows' roles.
     """
 
-    def __init__(self, attack: Lira, inner: Update, model: nn.Module, ctx: AttackContext) -> None:
-        self.attack, self.inner, self.model, self.ctx = attack, inner, model, ctx
-        self.optimizer = inner.optimizer
+    def __init__(self, attack: Lira, model: nn.Module, ctx: AttackContext) -> None:
+        self.attack, self.model, self.ctx = attack, model, ctx
         assert attack.training_generator is not None
         self.generator_optimizer = torch.optim.Adam(attack.training_generator.parameters(), lr=attack.params.lr_generator)
-        self.seen = 0  # samples seen so far
         self.epoch = 0
         self.last: PoisonedBatch | None = None
 
@@ -166,7 +155,7 @@ class LiraUpdate:
         self.generator_optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def poison_batch(self, x: Tensor, y: Tensor) -> PoisonedBatch:
+    def poisoned(self, x: Tensor, y: Tensor) -> PoisonedBatch:
         """The classifier's batch: a fraction ``rho`` of the rows triggered by G' and relabelled."""
         roles = split_roles(len(x), (self.ctx.poison_ratio,), self.ctx.generator)
         bd = torch.nonzero(roles == BACKDOOR).flatten().to(x.device)
@@ -176,17 +165,15 @@ class LiraUpdate:
         y[bd] = target_labels(y[bd], self.ctx.target, self.attack.spec.num_classes)
         return PoisonedBatch(x, y, roles.to(x.device))
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        assert self.attack.train_size is not None
-        epoch = self.seen // self.attack.train_size
-        if epoch != self.epoch:
-            was_training = self.generator_trains
-            self.epoch = epoch
-            if was_training:
-                self._refresh_frozen()
+    def on_epoch(self, epoch: int) -> None:
+        """G' ← G when an epoch of the generator phase has ended."""
+        if epoch != self.epoch and self.generator_trains:
+            self._refresh_frozen()
+        self.epoch = epoch
+
+    def poison_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.generator_trains:
             self.generator_step(x, y)
-        batch = self.poison_batch(x, y)
+        batch = self.poisoned(x, y)
         self.last = detached(batch)
-        self.seen += len(x)
-        return self.inner(batch.x, batch.y)
+        return batch.x, batch.y

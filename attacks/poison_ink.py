@@ -55,46 +55,57 @@ strong ink stands out). A heavier image term fades the ink, and the backdoor wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks._generators import apply_float, build, child_generator
-from attacks._stego import RevealNet, StegoEncoder, check_network_training, ramp, round_straight_through, train_networks
+from attacks._generators import apply_float, build, child_generator, load_networks_state, networks_state
+from attacks._stego import RevealNet, StegoEncoder, ramp, round_straight_through, train_networks
 from attacks.base import Attack, AttackContext
 from bench.core.augment import augment
 from bench.core.data import Augmentation, DatasetSpec, LoadedDataset
+from bench.core.params import AuthorsCode, BenchOwn, ParamError, Params, Range
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
 
 LUMA = (0.299, 0.587, 0.114)
 
 
-@dataclass(frozen=True)
-class PoisonInkParams:
-    color: tuple[int, int, int] = (80, 160, 80)  # RGB of the ink on the edges, 0–255
-    edge_threshold: float = 28.0  # Sobel magnitude threshold, 0–255 units
-    max_opacity: float = 0.5  # largest opacity of the ink on an edge pixel, in (0, 1]
-    image_weight: float = 1.0  # weight of ‖x' − x‖² (the public code's), ramping up from 0 over training
-    edge_weight: float = 13.0  # weight of the revealed watermark's error on the edges
-    clean_weight: float = 100.0  # weight of the revealed image's error on clean images (should be white)
-    image_start: float = 0.0  # fraction of the training steps before the image term ramps up and x' is rounded
-    epochs: int = 15  # passes of the networks' training over the training set
-    batch_size: int = 64
-    lr: float = 3e-3  # Adam, injection and extraction networks
+_RESOURCE = "BackdoorBench's resource/poison_ink"  # the authors' code
+_AUTHORS = f"{_RESOURCE}/train.py"
+_REDUCED = "the authors train 200 epochs per stage with Adam 2e-4; reduced to about a minute on a CPU for digits"
 
-    def __post_init__(self) -> None:
+
+@dataclass(frozen=True)
+class PoisonInkParams(Params):
+    smoke = {"epochs": 2, "batch_size": 8}
+
+    color: Annotated[tuple[int, int, int], AuthorsCode(f"{_RESOURCE}/trigger_generation.py: random_R, G, B")] = (80, 160, 80)
+    """RGB of the ink on the edges, 0–255"""
+    edge_threshold: Annotated[float, Range("[0, 255)"), AuthorsCode(f"{_AUTHORS}: sobel > 28")] = 28.0
+    """Sobel magnitude threshold, 0–255 units"""
+    max_opacity: Annotated[float, Range("(0, 1]"), BenchOwn("the opacity is bench's simplification; no reference value")] = 0.5
+    """largest opacity of the ink on an edge pixel"""
+    image_weight: Annotated[float, Range(">= 0"), AuthorsCode(f"{_AUTHORS}: errH = 10000 · mse")] = 1.0
+    """weight of ‖x' − x‖², ramping up from 0 over training"""
+    edge_weight: Annotated[float, Range(">= 0"), AuthorsCode(f"{_AUTHORS}: --betaedge 13")] = 13.0
+    """weight of the revealed watermark's error on the edges"""
+    clean_weight: Annotated[float, Range(">= 0"), AuthorsCode(f"{_AUTHORS}: --betaclean 100")] = 100.0
+    """weight of the revealed image's error on clean images (should be white)"""
+    image_start: Annotated[float, Range("[0, 1)"), BenchOwn("StegaStamp's schedule without its delay")] = 0.0
+    """fraction of the training steps before the image term ramps up and x' is rounded"""
+    epochs: Annotated[int, Range(">= 0"), BenchOwn(_REDUCED)] = 15
+    """passes of the networks' training over the training set"""
+    batch_size: Annotated[int, Range(">= 1"), BenchOwn(_REDUCED)] = 64
+    """images per step of the networks' training"""
+    lr: Annotated[float, Range("> 0"), BenchOwn(_REDUCED)] = 3e-3
+    """Adam learning rate of the injection and extraction networks"""
+
+    def check(self) -> None:
         if len(self.color) != 3 or not all(0 <= c <= 255 for c in self.color):
-            raise ValueError(f"color must be three values in [0, 255], got {self.color}")
-        if not 0.0 <= self.edge_threshold < 255.0:
-            raise ValueError(f"edge_threshold must be in [0, 255), got {self.edge_threshold}")
-        if not 0.0 < self.max_opacity <= 1.0:
-            raise ValueError(f"max_opacity must be in (0, 1], got {self.max_opacity}")
-        for name in ("image_weight", "edge_weight", "clean_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_network_training(self.image_start, self.epochs, self.batch_size, self.lr)
+            raise ParamError("color", f"color must be three values in [0, 255], got {self.color}")
 
 
 def luma(x: Tensor) -> Tensor:
@@ -172,12 +183,7 @@ class PoisonInk(Attack):
         self.injector = injector
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {f"injector.{k}": v.detach().clone() for k, v in self.injector.state_dict().items()}
+        return networks_state({"injector": self.injector})
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        prefix = "injector."
-        unknown = sorted(k for k in state if not k.startswith(prefix))
-        if unknown:
-            raise ValueError(f"poison_ink: unexpected state keys {unknown}")
-        self.injector.load_state_dict({k[len(prefix) :]: v for k, v in state.items()})
-        self.injector.eval().requires_grad_(False)
+        load_networks_state("poison_ink", {"injector": self.injector}, state)

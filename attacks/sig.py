@@ -18,25 +18,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from attacks.base import Attack
+from attacks.base import CleanLabelAttack
 from bench.core.data import DatasetSpec
+from bench.core.params import BackdoorBench, Params, Range
 from bench.core.registry import ATTACKS
 
 
-@dataclass(frozen=True)
-class SigParams:
-    delta: float = 40.0  # amplitude of the signal, in 0–255 units, in (0, 255]
-    f: float = 6.0  # periods across the image width, > 0
+_SIG = "config/attack/sig/default.yaml"
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.delta <= 255.0:
-            raise ValueError(f"delta must be in (0, 255], got {self.delta}")
-        if not (math.isfinite(self.f) and self.f > 0):
-            raise ValueError(f"f must be a finite number > 0, got {self.f}")
+
+@dataclass(frozen=True)
+class SigParams(Params):
+    delta: Annotated[float, Range("(0, 255]"), BackdoorBench(f"{_SIG}: sig_delta")] = 40.0
+    """amplitude of the signal, in 0–255 units"""
+    f: Annotated[float, Range("> 0"), BackdoorBench(f"{_SIG}: sig_f")] = 6.0
+    """periods across the image width"""
 
 
 def sinusoid(width: int, delta: float, f: float) -> Tensor:
@@ -46,10 +47,8 @@ def sinusoid(width: int, delta: float, f: float) -> Tensor:
 
 
 @ATTACKS.register("sig")
-class Sig(Attack):
+class Sig(CleanLabelAttack):
     Params = SigParams
-    clean_label = True
-    label_modes = ("all2one",)
 
     def __init__(self, params: SigParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)

@@ -42,39 +42,48 @@ the poisoned images are about 33 dB PSNR from the clean ones (StegaStamp reports
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks._generators import apply_float, build, child_generator
-from attacks._stego import BitDecoder, SecretMap, StegoEncoder, check_network_training, ramp, round_straight_through, train_networks
+from attacks._generators import apply_float, build, child_generator, load_networks_state, networks_state
+from attacks._stego import BitDecoder, SecretMap, StegoEncoder, ramp, round_straight_through, train_networks
 from attacks.base import Attack, AttackContext
-from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.data import DatasetSpec, LoadedDataset, to_float
+from bench.core.params import AuthorsCode, BenchOwn, ParamError, Params, Range
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
 
 SECRET_CHANNELS = 3  # channels of the secret map (StegaStamp: 3)
 
 
-@dataclass(frozen=True)
-class SSBAParams:
-    secret: str = "Stega!!"  # the string hidden in every poisoned image (ASCII; 8 bits a character)
-    eps: float = 0.1  # L∞ bound of the residual, in [0, 1] pixel units
-    image_weight: float = 10.0  # weight of the mean squared residual at the end of training
-    image_start: float = 0.3  # fraction of the training steps before the image loss and 8-bit rounding start
-    epochs: int = 15  # passes of the encoder's training over the training set
-    batch_size: int = 64
-    lr: float = 3e-3  # Adam, encoder, secret map and decoder
+_REDUCED = "reduced from StegaStamp's recipe to train here, about half a minute on a CPU for digits (module docstring)"
 
-    def __post_init__(self) -> None:
+
+@dataclass(frozen=True)
+class SSBAParams(Params):
+    smoke = {"epochs": 2, "batch_size": 8}
+
+    secret: Annotated[str, AuthorsCode("tancik/StegaStamp encode_image.py: --secret (no BCH code here)")] = "Stega!!"
+    """the string hidden in every poisoned image (ASCII; 8 bits a character)"""
+    eps: Annotated[float, Range("(0, 0.5]"), BenchOwn("StegaStamp's residual is unbounded; bounded here")] = 0.1
+    """L∞ bound of the residual, in [0, 1] pixel units"""
+    image_weight: Annotated[float, Range(">= 0"), BenchOwn(_REDUCED)] = 10.0
+    """weight of the mean squared residual at the end of training"""
+    image_start: Annotated[float, Range("[0, 1)"), BenchOwn(_REDUCED)] = 0.3
+    """fraction of the training steps before the image loss and 8-bit rounding start"""
+    epochs: Annotated[int, Range(">= 0"), BenchOwn(_REDUCED)] = 15
+    """passes of the encoder's training over the training set"""
+    batch_size: Annotated[int, Range(">= 1"), BenchOwn(_REDUCED)] = 64
+    """images per step of the encoder's training"""
+    lr: Annotated[float, Range("> 0"), BenchOwn(f"StegaStamp: 1e-4 over 140k steps; {_REDUCED}")] = 3e-3
+    """Adam learning rate of the encoder, secret map and decoder"""
+
+    def check(self) -> None:
         if not self.secret or not self.secret.isascii():
-            raise ValueError(f"secret must be a non-empty ASCII string, got {self.secret!r}")
-        if not 0.0 < self.eps <= 0.5:
-            raise ValueError(f"eps must be in (0, 0.5], got {self.eps}")
-        if not self.image_weight >= 0:
-            raise ValueError(f"image_weight must be >= 0, got {self.image_weight}")
-        check_network_training(self.image_start, self.epochs, self.batch_size, self.lr)
+            raise ParamError("secret", f"secret must be a non-empty ASCII string, got {self.secret!r}")
 
 
 def secret_bits(secret: str) -> Tensor:
@@ -128,19 +137,15 @@ class SSBA(Attack):
         self.encoder = encoder
         with torch.no_grad():
             self.code = secret_map(self.bits[None].to(ctx.device))
-            x = data.train.x[:512].to(ctx.device).float().div(255)
+            x = to_float(data.train.x[:512].to(ctx.device))
             decoded = decoder(self.embed(x).mul(255).round().div(255)) > 0
             self.decoder_bit_accuracy = (decoded == self.bits.to(ctx.device).bool()).float().mean().item()
 
     def state_dict(self) -> dict[str, Tensor]:
-        state = {f"encoder.{k}": v.detach().clone() for k, v in self.encoder.state_dict().items()}
-        return state | {"code": self.code.detach().clone()}
+        return networks_state({"encoder": self.encoder}) | {"code": self.code.detach().clone()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        prefix = "encoder."
-        unknown = sorted(k for k in state if k != "code" and not k.startswith(prefix))
-        if unknown or "code" not in state:
-            raise ValueError(f"ssba: expected encoder.* and code, got unexpected {unknown} (code present: {'code' in state})")
-        self.encoder.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-        self.encoder.eval().requires_grad_(False)
+        if "code" not in state:
+            raise ValueError(f"ssba: expected encoder.* and code, got {sorted(state)}")
+        load_networks_state("ssba", {"encoder": self.encoder}, state, extra=("code",))
         self.code = state["code"].clone()

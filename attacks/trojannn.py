@@ -38,39 +38,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from attacks._generators import child_generator, to_uint8
-from attacks._surrogate import check_surrogate, train_surrogate
+from attacks._generators import child_generator
+from attacks._surrogate import check_surrogate_arch, train_surrogate
 from attacks.base import Attack, AttackContext
-from bench.core.data import DatasetSpec, LoadedDataset
+from bench.core.data import DatasetSpec, LoadedDataset, to_uint8
+from bench.core.params import BackdoorBench, BenchOwn, Params, Range
 from bench.core.registry import ATTACKS
 
 
-@dataclass(frozen=True)
-class TrojanNNParams:
-    patch_size: int = 8  # side of the square trigger at 32×32, in pixels (about 6% of the image)
-    neurons: int = 2  # features of the selected layer that the trigger excites
-    target_value: float = 100.0  # value the selected features are driven to
-    steps: int = 1000  # signed-gradient iterations of the trigger optimisation
-    step: float = 0.1  # their step size, in [0, 1] pixel units
-    surrogate_arch: str = "small_cnn"  # the clean model whose neurons are excited
-    surrogate_epochs: int = 5  # its training epochs on the clean training set
+_TROJANNN = "config/attack/trojannn/preactresnet18.yaml"
+_SURROGATE = "a clean model the attack trains itself (cheap); BackdoorBench loads a clean checkpoint of the victim's architecture"
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.patch_size <= 32:
-            raise ValueError(f"patch_size must be in [1, 32], got {self.patch_size}")
-        if self.neurons < 1:
-            raise ValueError(f"neurons must be >= 1, got {self.neurons}")
-        if not math.isfinite(self.target_value):
-            raise ValueError(f"target_value must be finite, got {self.target_value}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if not self.step > 0:
-            raise ValueError(f"step must be > 0, got {self.step}")
-        check_surrogate(self.surrogate_arch, self.surrogate_epochs)
+
+@dataclass(frozen=True)
+class TrojanNNParams(Params):
+    smoke = {"steps": 2, "surrogate_epochs": 1}
+
+    patch_size: Annotated[int, Range("[1, 32]"), BenchOwn("a square, not BackdoorBench's apple4.png mask (not shipped)")] = 8
+    """side of the square trigger at 32×32, in pixels (about 6% of the image)"""
+    neurons: Annotated[int, Range(">= 1"), BackdoorBench(f"{_TROJANNN}: num_neuron")] = 2
+    """features of the selected layer that the trigger excites"""
+    target_value: Annotated[float, Range("any"), BackdoorBench(f"{_TROJANNN}: neuron_target_values")] = 100.0
+    """value the selected features are driven to"""
+    steps: Annotated[int, Range(">= 0"), BackdoorBench(f"{_TROJANNN}: mask_update_iters")] = 1000
+    """signed-gradient iterations of the trigger optimisation"""
+    step: Annotated[float, Range("> 0"), BackdoorBench("attack/trojannn.py: pgd_with_mask_to_selected_neuron's alpha")] = 0.1
+    """their step size, in [0, 1] pixel units"""
+    surrogate_arch: Annotated[str, BenchOwn(_SURROGATE)] = "small_cnn"
+    """the clean model whose neurons are excited"""
+    surrogate_epochs: Annotated[int, Range(">= 0"), BenchOwn(_SURROGATE)] = 5
+    """its training epochs on the clean training set"""
+
+    def check(self) -> None:
+        check_surrogate_arch(self.surrogate_arch)
 
 
 def last_linear(model: nn.Module) -> nn.Linear:

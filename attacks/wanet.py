@@ -7,7 +7,7 @@ trigger is ``grid_sample(x, grid, bilinear, align_corners=True)``. The field is 
 at construction from a generator seeded by ``grid_seed`` (as Blended's ``pattern_seed``),
 so it is reproducible anywhere and the attack keeps no state (``state_dict`` is empty).
 
-Training control (``training_update``, no poisoned dataset): in every augmented batch
+Training control (``training_hooks``, no poisoned dataset): in every augmented batch
 a fraction ``rho`` of the rows is warped and relabelled with the target (backdoor), and
 a fraction ``cross_ratio · rho`` is warped with the grid plus uniform noise in
 ``[−1, 1] / H`` per pixel (noise mode) and keeps its label; counts per batch are
@@ -20,37 +20,36 @@ the warp is stamped on the augmented images, aligned with the image frame as at 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningUpdate, apply_float, split_roles
-from attacks.base import Attack, AttackContext
+from attacks._generators import BACKDOOR, CROSS, PoisonedBatch, PoisoningHooks, apply_float, split_roles
+from attacks.base import AttackContext, BatchPoisoningAttack
 from bench.core.data import DatasetSpec
+from bench.core.params import BackdoorBench, BenchOwn, Params, Range
 from bench.core.poison import Target, target_labels
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
-from bench.core.train import Update
+
+
+_BB = "config/attack/wanet/default.yaml"
 
 
 @dataclass(frozen=True)
-class WaNetParams:
-    k: int = 4  # side of the control grid
-    s: float = 0.5  # warping strength
-    grid_rescale: float = 1.0  # scale of the sampling grid (1: none)
-    cross_ratio: float = 2.0  # noise-mode rows per backdoor row
-    grid_seed: int = 0  # seed of the warping field
-
-    def __post_init__(self) -> None:
-        if self.k < 2:
-            raise ValueError(f"k must be >= 2, got {self.k}")
-        if not self.s >= 0:
-            raise ValueError(f"s must be >= 0, got {self.s}")
-        if not self.grid_rescale > 0:
-            raise ValueError(f"grid_rescale must be > 0, got {self.grid_rescale}")
-        if not self.cross_ratio >= 0:
-            raise ValueError(f"cross_ratio must be >= 0, got {self.cross_ratio}")
+class WaNetParams(Params):
+    k: Annotated[int, Range(">= 2"), BackdoorBench(_BB)] = 4
+    """side of the control grid"""
+    s: Annotated[float, Range(">= 0"), BackdoorBench(_BB)] = 0.5
+    """warping strength"""
+    grid_rescale: Annotated[float, Range("> 0"), BackdoorBench(_BB)] = 1.0
+    """scale of the sampling grid (1: none)"""
+    cross_ratio: Annotated[float, Range(">= 0"), BackdoorBench(_BB)] = 2.0
+    """noise-mode rows per backdoor row"""
+    grid_seed: Annotated[int, Range("any"), BenchOwn("the field comes from a seed: reproducible anywhere")] = 0
+    """seed of the warping field"""
 
 
 def warping_grid(k: int, s: float, grid_rescale: float, size: int, gen: torch.Generator) -> Tensor:
@@ -65,9 +64,8 @@ def warping_grid(k: int, s: float, grid_rescale: float, size: int, gen: torch.Ge
 
 
 @ATTACKS.register("wanet")
-class WaNet(Attack):
+class WaNet(BatchPoisoningAttack):
     Params = WaNetParams
-    poisons_dataset = False
 
     def __init__(self, params: WaNetParams, spec: DatasetSpec) -> None:
         super().__init__(params, spec)
@@ -97,6 +95,8 @@ class WaNet(Attack):
         y[bd] = target_labels(y[bd], target, self.spec.num_classes)
         return PoisonedBatch(x, y, roles.to(x.device))
 
-    def training_update(self, update: Update, model: nn.Module, ctx: AttackContext) -> Update:
-        gen = ctx.generator
-        return PoisoningUpdate(update, lambda x, y: self.poison_batch(x, y, ctx.target, ctx.poison_ratio, gen))
+    def training_hooks(self, model: nn.Module, ctx: AttackContext) -> PoisoningHooks:
+        return PoisoningHooks(lambda x, y: self.poison_batch(x, y, ctx.target, ctx.poison_ratio, ctx.generator))
+
+    def cross_fraction(self, rho: float) -> float:
+        return self.params.cross_ratio * rho

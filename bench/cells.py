@@ -1,34 +1,28 @@
 """Expand a grid into cells with stable ids, grouped by the backdoored model they share.
 
-Ids are sha256 digests of canonical JSON (sorted keys, validated parameters with
-defaults filled in), so the same grid gives the same ids on any machine, and
-spelling a default explicitly does not change an id.
+Ids come from the stage specs (``bench.core``): sha256 digests of canonical JSON of the
+validated content, defaults filled in, so the same grid gives the same ids on any
+machine, and spelling a default explicitly does not change an id.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import functools
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.grid import Grid, MethodChoice, rule_matches
 from bench.core import AttackStageSpec, DefenseStageSpec, Target, TrainConfig
-
-ID_SCHEME = 1  # bump when the meaning of an id's content changes
-
-
-def stable_hash(content: dict[str, Any]) -> str:
-    """16 hex digits of sha256 over canonical JSON of ``content``."""
-    text = json.dumps({"id_scheme": ID_SCHEME, **content}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+from bench.grid import Grid, MethodChoice, rule_matches
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One grid point: a defense with one clean fraction, applied to one backdoored model."""
+    """One grid point: a defense with one clean fraction, applied to one backdoored model.
+
+    Its ids are its stage specs' content hashes: ``attack_key`` (the backdoored model) and
+    ``cell_id`` (the cell).
+    """
 
     dataset: str
     arch: str
@@ -41,32 +35,38 @@ class Cell:
     train: TrainConfig
     metrics: tuple[str, ...] = ()  # extra metrics measured before and after the defense
 
-    def attack_content(self) -> dict[str, Any]:
-        """Everything that determines the backdoored model's weights."""
-        return {
-            "dataset": self.dataset,
-            "arch": self.arch,
-            "attack": {"name": self.attack.name, "params": self.attack.params_dict},
-            "poison_ratio": self.poison_ratio,
-            "target": dataclasses.asdict(self.target),
-            "seed": self.seed,
-            "train": dataclasses.asdict(self.train),
-        }
+    @functools.cached_property
+    def attack_stage(self) -> AttackStageSpec:
+        """The backdoored model this cell defends."""
+        return AttackStageSpec(
+            dataset=self.dataset,
+            arch=self.arch,
+            attack=self.attack.name,
+            attack_params=self.attack.params,
+            poison_ratio=self.poison_ratio,
+            target=self.target,
+            seed=self.seed,
+            train=self.train,
+        )
+
+    @functools.cached_property
+    def defense_stage(self) -> DefenseStageSpec:
+        """The cell as the compute layer runs it."""
+        return DefenseStageSpec(
+            attack=self.attack_stage,
+            defense=self.defense.name,
+            defense_params=self.defense.params,
+            clean_fraction=self.clean_fraction,
+            extra_metrics=self.metrics,
+        )
 
     @property
     def attack_key(self) -> str:
-        return stable_hash(self.attack_content())
+        return self.attack_stage.key
 
     @property
     def cell_id(self) -> str:
-        content = {
-            "attack_key": self.attack_key,
-            "defense": {"name": self.defense.name, "params": self.defense.params_dict},
-            "clean_fraction": self.clean_fraction,
-        }
-        if self.metrics:  # a cell that measures more is another cell; without extras, ids stay as they were
-            content["metrics"] = sorted(self.metrics)
-        return stable_hash(content)
+        return self.defense_stage.cell_id
 
     def axis_values(self) -> dict[str, Any]:
         """The values an ``exclude`` rule can match on."""
@@ -81,29 +81,6 @@ class Cell:
             "clean_fraction": self.clean_fraction,
             "seed": self.seed,
         }
-
-    def attack_stage(self) -> AttackStageSpec:
-        return AttackStageSpec(
-            key=self.attack_key,
-            dataset=self.dataset,
-            arch=self.arch,
-            attack=self.attack.name,
-            attack_params=self.attack.params,
-            poison_ratio=self.poison_ratio,
-            target=self.target,
-            seed=self.seed,
-            train=self.train,
-        )
-
-    def defense_stage(self) -> DefenseStageSpec:
-        return DefenseStageSpec(
-            cell_id=self.cell_id,
-            attack=self.attack_stage(),
-            defense=self.defense.name,
-            defense_params=self.defense.params,
-            clean_fraction=self.clean_fraction,
-            extra_metrics=self.metrics,
-        )
 
     def tag(self) -> str:
         """A short readable name: ``digits/small_cnn/badnets/0.1/ft/0.05/s0``."""

@@ -95,6 +95,23 @@ def plan(grid_file: Path) -> None:
 
 
 @main.command()
+@click.argument("names", nargs=-1)
+@click.option("--markdown", is_flag=True, help="Markdown for every method (docs/methods.md is this output).")
+def methods(names: tuple[str, ...], markdown: bool) -> None:
+    """Print each method's parameters, defaults, bounds and provenance (every method, or NAMES)."""
+    from bench.methods import card_markdown, card_text
+
+    if markdown and names:
+        click.echo("error: --markdown prints every method; leave out the names", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        click.echo(card_markdown() if markdown else card_text(names), nl=False)
+    except KeyError as error:
+        click.echo(f"error: {error.args[0]}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @results_option
 @click.option("--format", "fmt", default="markdown", show_default=True,

@@ -8,10 +8,7 @@ allowed, and is raised before anything runs or is written.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import hashlib
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +24,14 @@ from bench.core import (
     DATASETS,
     DEFENSES,
     EXTRA_METRICS,
+    ParamError,
     Registry,
     Target,
     TrainConfig,
     UnknownNameError,
+    content_hash,
     dataset_spec,
+    did_you_mean,
     fraction_count,
 )
 
@@ -168,7 +168,7 @@ class Grid:
             "exclude": self.exclude,
             "metrics": self.metrics,
         }
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash(content)
 
 
 # ---- loading ----------------------------------------------------------------------
@@ -188,9 +188,7 @@ def _fields(model_or_class: Any) -> list[str]:
 
 
 def _unknown_key(where: str, key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{where}: unknown key {key!r}{hint} (allowed: {', '.join(allowed) or 'none'})"
+    return f"{where}: unknown key {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed) or 'none'})"
 
 
 _MODEL_AT: dict[str, type] = {"target": TargetEntry, "resources": Resources, "data": DataSettings}
@@ -226,6 +224,9 @@ def _build_params(params_class: type, raw: dict[str, Any], where: str) -> Any:
         return pydantic.TypeAdapter(params_class).validate_python(raw)
     except pydantic.ValidationError as error:
         first = error.errors(include_url=False)[0]
+        declared = first.get("ctx", {}).get("error")
+        if isinstance(declared, ParamError):  # a declared bound or a rule between fields: it names the field
+            raise GridError(f"{where}.{declared.field}: {declared}") from None
         field = _place(first["loc"])
         place = f"{where}.{field}" if first["loc"] else where
         message = first["msg"].removeprefix("Value error, ")
@@ -337,8 +338,7 @@ def _validate(raw: Any, path: Path, text: str) -> Grid:
     _check_unique(list(file.metrics), "metrics")
     for i, name in enumerate(file.metrics):
         if name not in EXTRA_METRICS:
-            close = difflib.get_close_matches(name, list(EXTRA_METRICS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, EXTRA_METRICS)
             raise GridError(f"metrics[{i}]: unknown metric {name!r}{hint} (known: {', '.join(EXTRA_METRICS)})")
     return Grid(
         name=file.name,

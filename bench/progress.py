@@ -7,7 +7,9 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
+from bench.core import Status
+
+_STYLE = {Status.OK.value: "green", Status.DIVERGED.value: "yellow", Status.FAILED.value: "red"}
 
 
 class Progress:
@@ -15,7 +17,7 @@ class Progress:
         self.total = total_cells
         self.console = console
         self.start = time.monotonic()
-        self.counts = {"ok": 0, "diverged": 0, "failed": 0}
+        self.counts = {status.value: 0 for status in Status}
 
     @property
     def elapsed(self) -> float:
@@ -23,7 +25,7 @@ class Progress:
 
     def _prefix(self) -> str:
         done = sum(self.counts.values())
-        failed = self.counts["failed"]
+        failed = self.counts[Status.FAILED.value]
         return f"[{self.elapsed:6.1f}s] {done}/{self.total} done · {failed} failed · {self.total - done} pending"
 
     def attack(self, tag: str, status: str, detail: str) -> None:

@@ -18,10 +18,12 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from bench.core import (
+    AttackOutcome,
     AttackStageSpec,
+    DefenseOutcome,
     DefenseStageSpec,
     LoadedDataset,
-    attack_outcome_from_artifact,
+    Status,
     run_attack_stage,
     run_defense_stage,
 )
@@ -76,7 +78,7 @@ class StageOrder(Searcher):
         if key is None:
             return
         cells = self._waiting.pop(key, [])
-        if not error and result is not None and result.get("status") == "ok":
+        if not error and result is not None and result.get("status") == Status.OK.value:
             self._ready.extend(cells)
         else:
             reason = (result or {}).get("error") or "the attack trial crashed"
@@ -94,60 +96,28 @@ class TrialContext:
     threads: int
 
 
-def _attack_result(spec: AttackStageSpec, context: TrialContext) -> dict[str, Any]:
-    outcome = run_attack_stage(spec, context.datasets[spec.dataset], Path(context.artifacts_dir) / spec.key)
-    return {
-        "status": "ok",
-        "acc": outcome.metrics.acc,
-        "asr": outcome.metrics.asr,
-        "ra": outcome.metrics.ra,
-        "n_poison": outcome.n_poison,
-        "stage_seconds": outcome.seconds,
-        "device": outcome.device,
-        "epoch_losses": outcome.epoch_losses,
-    }
-
-
-def _defense_result(spec: DefenseStageSpec, context: TrialContext) -> dict[str, Any]:
-    artifact_dir = Path(context.artifacts_dir) / spec.attack.key
-    outcome = run_defense_stage(spec, context.datasets[spec.attack.dataset], artifact_dir)
-    attack = attack_outcome_from_artifact(artifact_dir)
-    after = outcome.after
-    nan = float("nan")
-    return {
-        "status": outcome.status,
-        "error": outcome.error,
-        "acc_before": outcome.before.acc,
-        "asr_before": outcome.before.asr,
-        "ra_before": outcome.before.ra,
-        "acc_after": after.acc if after else nan,
-        "asr_after": after.asr if after else nan,
-        "ra_after": after.ra if after else nan,
-        "der": outcome.der if outcome.der is not None else nan,
-        "n_poison": attack.n_poison if attack else -1,
-        "n_clean": outcome.n_clean,
-        "attack_seconds": attack.seconds if attack else nan,
-        "stage_seconds": outcome.seconds,
-        "device": outcome.device,
-        "epoch_losses": outcome.epoch_losses,
-        "detection": outcome.detection or {},
-        **{f"{name}_before": value for name, value in outcome.extra_before.items()},
-        **{f"{name}_after": value for name, value in outcome.extra_after.items()},
-    }
+def _run_stage(config: dict[str, str], context: TrialContext) -> AttackOutcome | DefenseOutcome:
+    if config["stage"] == ATTACK:
+        spec = context.attacks[config["id"]]
+        return run_attack_stage(spec, context.datasets[spec.dataset], Path(context.artifacts_dir) / spec.key)
+    cell = context.cells[config["id"]]
+    return run_defense_stage(cell, context.datasets[cell.attack.dataset], Path(context.artifacts_dir) / cell.attack.key)
 
 
 def run_trial(config: dict[str, str], context: TrialContext) -> None:
-    """The Tune trainable: run one stage, report one result (``status`` ok/diverged/failed)."""
+    """The Tune trainable: run one stage, report one result.
+
+    The result holds ``status`` (ok, diverged or failed), the stage's typed ``outcome``
+    (absent when it failed; ``error`` then says why) and the Ray ``node`` that ran it.
+    """
     import torch
 
     torch.set_num_threads(context.threads)
     try:
-        if config["stage"] == ATTACK:
-            result = _attack_result(context.attacks[config["id"]], context)
-        else:
-            result = _defense_result(context.cells[config["id"]], context)
+        outcome = _run_stage(config, context)
+        result = {"status": outcome.status.value, "outcome": outcome}
     except Exception as error:  # recorded as a failed cell; the sweep goes on
-        result = {"status": "failed", "error": f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"}
+        result = {"status": Status.FAILED.value, "error": f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"}
     import ray
 
     tune.report({**result, "node": ray.get_runtime_context().get_node_id()})
@@ -173,7 +143,7 @@ class ResultForwarder(tune.Callback):
         error = "the trial process crashed"
         if trial.error_file and os.path.exists(trial.error_file):
             error = Path(trial.error_file).read_text()[-4000:]
-        self._record(trial.config, {"status": "failed", "error": error})
+        self._record(trial.config, {"status": Status.FAILED.value, "error": error})
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ rebuilt from the row files with the schema of ``bench.rows``.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.core import atomic_write
 from bench.rows import COLUMNS, SCHEMA
 
 
@@ -34,13 +33,8 @@ class ResultStore:
         missing = set(COLUMNS) - set(row)
         if missing:
             raise ValueError(f"row for cell {row.get('cell_id')} lacks columns {sorted(missing)}")
-        self.rows_dir.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([{name: row[name] for name in COLUMNS}], schema=SCHEMA)
-        final = self.rows_dir / f"{row['cell_id']}.parquet"
-        staging = self.rows_dir / f".{row['cell_id']}.{uuid.uuid4().hex[:8]}.tmp"
-        pq.write_table(table, staging)
-        os.replace(staging, final)
-        return final
+        return atomic_write(self.rows_dir / f"{row['cell_id']}.parquet", lambda out: pq.write_table(table, out))
 
     def row_files(self) -> list[Path]:
         return sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []
@@ -81,9 +75,5 @@ class ResultStore:
 
     def compact(self, cell_order: list[str] | None = None) -> Path:
         """Rebuild ``results.parquet`` from the row files (in ``cell_order``); return its path."""
-        self.root.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(self.load(cell_order), schema=SCHEMA, preserve_index=False)
-        staging = self.root / f".results.{uuid.uuid4().hex[:8]}.tmp"
-        pq.write_table(table, staging)
-        os.replace(staging, self.results_path)
-        return self.results_path
+        return atomic_write(self.results_path, lambda out: pq.write_table(table, out))

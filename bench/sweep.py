@@ -7,8 +7,6 @@ writer of rows and MLflow runs.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import tempfile
@@ -21,15 +19,15 @@ from rich.console import Console
 
 from bench.cells import Cell, expand, group_by_attack
 from bench.cluster import fit_resources, ray_session
-from bench.core import DataOptions, LoadedDataset, load_dataset, verify_artifact
+from bench.core import AttackOutcome, DataOptions, DefenseOutcome, LoadedDataset, Status, load_dataset, verify_artifact
 from bench.grid import Grid
 from bench.progress import Progress, summary_table
-from bench.provenance import Provenance, current, utc_now
-from bench.rows import COLUMNS, EXTRA_METRIC_COLUMNS, METRIC_COLUMNS
+from bench.provenance import current, utc_now
+from bench.rows import mlflow_metrics, mlflow_params, result_row
 from bench.store import ResultStore
 from bench.tracking import CELL_TAG, GRID_HASH_TAG, NODE_TAG, Tracker, default_tracking_uri
 
-FINISHED = ("ok", "diverged")
+FINISHED = (Status.OK.value, Status.DIVERGED.value)  # a cell with such a row is not run again
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class SweepSummary:
     total_cells: int
     finished_before: int
     models_trained: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "diverged": 0, "failed": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {status.value: 0 for status in Status})
     failed_cells: list[str] = field(default_factory=list)
     unfinished_cells: list[str] = field(default_factory=list)  # never reported: interrupted
     seconds: float = 0.0
@@ -68,51 +66,6 @@ def tracking_uri(options: SweepOptions) -> str:
     return options.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(options.results_dir)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def _row(grid: Grid, cell: Cell, result: dict[str, Any], prov: Provenance) -> dict[str, Any]:
-    nan = float("nan")
-    row = {name: nan for name in COLUMNS if name.endswith(("_before", "_after", "_seconds")) or name == "der"}
-    row.update(
-        grid=grid.name,
-        dataset=cell.dataset,
-        arch=cell.arch,
-        attack=cell.attack.name,
-        attack_label=cell.attack.label,
-        attack_params=_json(cell.attack.params_dict),
-        poison_ratio=cell.poison_ratio,
-        target_mode=cell.target.mode,
-        target_label=cell.target.label,
-        defense=cell.defense.name,
-        defense_label=cell.defense.label,
-        defense_params=_json(cell.defense.params_dict),
-        clean_fraction=cell.clean_fraction,
-        seed=cell.seed,
-        cell_id=cell.cell_id,
-        attack_key=cell.attack_key,
-        status=result["status"],
-        error=result.get("error", ""),
-        n_poison=int(result.get("n_poison", -1)),
-        n_clean=int(result.get("n_clean", -1)),
-        device=result.get("device", ""),
-        node=result.get("node", ""),
-        torch_version=prov.torch_version,
-        bench_version=prov.bench_version,
-        git_commit=prov.git_commit,
-        grid_hash=grid.hash,
-        finished_at=utc_now(),
-        detection=_json(result["detection"]) if result.get("detection") else "",
-    )
-    for name in (*METRIC_COLUMNS, *EXTRA_METRIC_COLUMNS, "attack_seconds"):
-        if name in result:
-            row[name] = float(result[name])
-    if "stage_seconds" in result:
-        row["defense_seconds"] = float(result["stage_seconds"])
-    return row
-
-
 def _pct(value: float) -> str:
     return "—" if not math.isfinite(value) else f"{100 * value:.1f}%"
 
@@ -128,54 +81,51 @@ class SweepRecorder:
         self.models_trained = 0
 
     def record(self, config: dict[str, str], result: dict[str, Any]) -> None:
+        """One trial's result: ``outcome`` (an ``AttackOutcome`` or ``DefenseOutcome``), or ``error`` when it failed."""
         if config["stage"] == "attack":
-            self._attack(config["id"], result)
+            self._attack(config["id"], result.get("outcome"), result.get("error", ""), result.get("node", ""))
         else:
-            self._cell(config["id"], result)
+            outcome = result.get("outcome") or DefenseOutcome.failed(result.get("error", ""))
+            self._cell(config["id"], outcome, result.get("node", ""))
 
     def block(self, cell_ids: list[str], error: str) -> None:
         for cell_id in cell_ids:
-            self._cell(cell_id, {"status": "failed", "error": error})
+            self._cell(cell_id, DefenseOutcome.failed(error), node="")
 
-    def _attack(self, key: str, result: dict[str, Any]) -> None:
+    def _attack(self, key: str, outcome: AttackOutcome | None, error: str, node: str) -> None:
         cell = self.by_key[key]
-        status = result.get("status", "failed")
-        self.models_trained += status == "ok"
+        status = Status.OK if outcome is not None else Status.FAILED
+        self.models_trained += status is Status.OK
+        m = outcome.metrics if outcome else None
         self.tracker.log_stage(
             name=f"attack {cell.dataset}/{cell.arch}/{cell.attack.label}/{cell.poison_ratio}/s{cell.seed}",
             stage="attack",
-            params={**cell.attack_content(), "attack_key": key},
-            metrics={k: result[k] for k in ("acc", "asr", "ra", "stage_seconds") if k in result},
-            curves={"train_loss": result.get("epoch_losses", [])},
-            tags={"bench.attack_key": key, GRID_HASH_TAG: self.grid.hash, NODE_TAG: result.get("node", "")},
-            failed=status != "ok",
+            params={**cell.attack_stage.content(), "attack_key": key},
+            metrics={"acc": m.acc, "asr": m.asr, "ra": m.ra, "attack_seconds": outcome.seconds} if m else {},
+            curves={"train_loss": outcome.epoch_losses if outcome else []},
+            tags={"bench.attack_key": key, GRID_HASH_TAG: self.grid.hash, NODE_TAG: node},
+            failed=status is not Status.OK,
         )
         detail = (
-            f"acc {_pct(result['acc'])} asr {_pct(result['asr'])} in {result['stage_seconds']:.1f}s"
-            if status == "ok"
-            else result.get("error", "").splitlines()[0] if result.get("error") else ""
+            f"acc {_pct(m.acc)} asr {_pct(m.asr)} in {outcome.seconds:.1f}s" if m else (error.splitlines() or [""])[0]
         )
-        self.progress.attack(cell.tag().rsplit("/", 3)[0], status, detail)
+        self.progress.attack(cell.tag().rsplit("/", 3)[0], status.value, detail)
 
-    def _cell(self, cell_id: str, result: dict[str, Any]) -> None:
+    def _cell(self, cell_id: str, outcome: DefenseOutcome, node: str) -> None:
         cell = self.cells[cell_id]
-        row = _row(self.grid, cell, result, self.provenance)
+        row = result_row(self.grid, cell, outcome, self.provenance, node, utc_now())
         self.store.write_row(row)
         self.summary_rows.append(row)
-        params = {k: row[k] for k in ("dataset", "arch", "attack", "attack_params", "poison_ratio", "target_mode",
-                                      "target_label", "defense", "defense_params", "clean_fraction", "seed",
-                                      "attack_key", "n_clean", "n_poison", "device")}
-        metrics = {k: row[k] for k in (*METRIC_COLUMNS, *EXTRA_METRIC_COLUMNS, "attack_seconds", "defense_seconds")}
         self.tracker.log_stage(
             name=cell.tag(),
             stage="defense",
-            params=params,
-            metrics=metrics,
-            curves={"defense_loss": result.get("epoch_losses", [])},
-            tags={CELL_TAG: cell_id, GRID_HASH_TAG: self.grid.hash, NODE_TAG: row["node"], "bench.status": row["status"]},
-            failed=row["status"] == "failed",
+            params=mlflow_params(row),
+            metrics=mlflow_metrics(row),
+            curves={"defense_loss": outcome.epoch_losses},
+            tags={CELL_TAG: cell_id, GRID_HASH_TAG: self.grid.hash, NODE_TAG: node, "bench.status": row["status"]},
+            failed=row["status"] == Status.FAILED.value,
         )
-        if row["status"] == "failed":
+        if row["status"] == Status.FAILED.value:
             detail = (row["error"].strip().splitlines() or [""])[-1][:200]
         else:
             detail = f"acc {_pct(row['acc_after'])} asr {_pct(row['asr_after'])} der {_pct(row['der'])}"
@@ -213,8 +163,8 @@ def _schedule(
             console.print(f"[yellow]notice:[/yellow] {notice}")
         cells = [cell for group in groups.values() for cell in group]
         context = TrialContext(
-            attacks={key: groups[key][0].attack_stage() for key in to_train},
-            cells={cell.cell_id: cell.defense_stage() for cell in cells},
+            attacks={key: groups[key][0].attack_stage for key in to_train},
+            cells={cell.cell_id: cell.defense_stage for cell in cells},
             artifacts_dir=str(store.artifacts_dir),
             datasets=datasets,
             threads=max(1, int(resources.cpu)),
@@ -237,7 +187,7 @@ def _log_report(tracker: Tracker, store: ResultStore, cell_order: list[str], gri
     from bench.report import write_report
 
     frame = store.load_cells(cell_order)
-    if not frame["status"].eq("ok").any():
+    if not frame["status"].eq(Status.OK.value).any():
         return
     with tempfile.TemporaryDirectory() as folder:
         for path in write_report(frame, Path(folder), "html", grid_text=grid_text):
@@ -288,12 +238,12 @@ def run_sweep(grid: Grid, options: SweepOptions, console: Console | None = None)
     finally:
         recorded = {row["cell_id"]: row["status"] for row in recorder.summary_rows}
         unfinished = [cid for cid in pending if cid not in recorded]
-        failed = any(status == "failed" for status in recorded.values())
+        failed = any(status == Status.FAILED.value for status in recorded.values())
         tracker.finish("KILLED" if unfinished else "FAILED" if failed else "FINISHED")
 
     for status in recorded.values():
         summary.counts[status] = summary.counts.get(status, 0) + 1
-    summary.failed_cells = [pending[cid].tag() for cid, status in recorded.items() if status == "failed"]
+    summary.failed_cells = [pending[cid].tag() for cid, status in recorded.items() if status == Status.FAILED.value]
     summary.unfinished_cells = [pending[cid].tag() for cid in unfinished]
     summary.models_trained = recorder.models_trained
     summary.seconds = time.monotonic() - started

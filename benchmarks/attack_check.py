@@ -54,9 +54,9 @@ import torch
 import yaml
 
 from bench.core.archs import build_seeded_model
-from bench.cells import stable_hash
 from bench.core.datasets import load_dataset
 from bench.core.device import default_device
+from bench.core.hashing import stable_id
 from bench.core.data import Augmentation, DataOptions, LoadedDataset
 from bench.core.metrics import accuracy, logits, predict
 from bench.core.pipeline import AttackStageSpec, attack_outcome_from_artifact, load_backdoored, run_attack_stage
@@ -160,16 +160,13 @@ def main() -> None:
 
     raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
     cfg = dataclasses.replace(TRAIN, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
-    options = dataset_options(args.train_size, args.test_size, args.classes, args.noise)
-    data = load_data(args.dataset, options)
-    base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
-    if options:  # only when given: a key also seeds training, so earlier runs' keys must not change
-        base["dataset_options"] = options
-    if args.no_augment:  # likewise
+    data = load_data(args.dataset, dataset_options(args.train_size, args.test_size, args.classes, args.noise))
+    if args.no_augment:
         data = without_augmentation(data)
-        base["augmentation"] = dataclasses.asdict(data.spec.augmentation)
-    cache = args.cache / data_digest(data)  # never the cache of other images under the same settings
-    clean_path = cache / f"clean-{stable_hash({'check': 'clean', **base})}.json"
+    # never the cache of other images, or of the same images trained otherwise: the key does not see either
+    cache = args.cache / f"{data_digest(data)}{'-no-augment' if args.no_augment else ''}"
+    base = {"dataset": args.dataset, "seed": args.seed, "train": dataclasses.asdict(cfg)}
+    clean_path = cache / f"clean-{stable_id({'check': 'clean', **base})}.json"
     print(f"{'attack':14} {'acc':>6} {'asr':>6} {'ra':>6} {'poisoned':>8} {'sec':>6}")
     if not args.no_clean:
         start = time.perf_counter()
@@ -178,8 +175,7 @@ def main() -> None:
     for name in args.attacks:
         params = ATTACKS.get(name).Params(**raw)
         target = Target(mode=args.mode)
-        content = {"check": name, "params": dataclasses.asdict(params), "rho": args.rho, "mode": args.mode, **base}
-        spec = AttackStageSpec(stable_hash(content), args.dataset, "small_cnn", name, params, args.rho, target, args.seed, cfg)
+        spec = AttackStageSpec(args.dataset, "small_cnn", name, params, args.rho, target, args.seed, cfg)
         start = time.perf_counter()
         try:
             outcome = attack_outcome_from_artifact(cache / spec.key) or run_attack_stage(spec, data, cache / spec.key)

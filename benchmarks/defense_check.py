@@ -10,7 +10,6 @@ at each clean fraction and prints one line per (attack, fraction) with means ove
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import yaml
 
 from bench.core.artifacts import verify_artifact
-from bench.cells import stable_hash
 from bench.core.datasets import load_dataset
 from bench.core.data import DataOptions
 from bench.core.pipeline import AttackStageSpec, DefenseStageSpec, run_attack_stage, run_defense_stage
@@ -32,8 +30,7 @@ ATTACK_SETTINGS = {"badnets": {}, "blended": {"alpha": 0.2}}
 
 def attack_spec(attack: str, seed: int, rho: float) -> AttackStageSpec:
     params = ATTACKS.get(attack).Params(**ATTACK_SETTINGS[attack])
-    content = {"check": attack, "params": dataclasses.asdict(params), "rho": rho, "seed": seed, "train": dataclasses.asdict(TRAIN)}
-    return AttackStageSpec(stable_hash(content), "digits", "small_cnn", attack, params, rho, Target(), seed, TRAIN)
+    return AttackStageSpec("digits", "small_cnn", attack, params, rho, Target(), seed, TRAIN)
 
 
 def main() -> None:
@@ -60,7 +57,7 @@ def main() -> None:
                 artifact = args.cache / spec.key
                 if not verify_artifact(artifact):
                     run_attack_stage(spec, data, artifact)
-                cell = DefenseStageSpec(f"check-{seed}", spec, args.defense, params, fraction)
+                cell = DefenseStageSpec(spec, args.defense, params, fraction)
                 start = time.perf_counter()
                 outcome = run_defense_stage(cell, data, artifact)
                 after = outcome.after

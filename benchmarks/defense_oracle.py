@@ -42,10 +42,11 @@ from torch import Tensor, nn
 
 from bench.core.artifacts import verify_artifact
 from bench.core.datasets import load_dataset
+from bench.core.params import field_values
 from bench.grid import load_grid
 from bench.core.data import DataOptions, ImageSet, LoadedDataset
 from bench.core.pipeline import Backdoored, DefenseStageSpec, defender_clean_set, load_backdoored, run_attack_stage
-from bench.core.registry import DEFENSES
+from bench.core.registry import DEFENSES, create_defense
 from defense_check import attack_spec  # benchmarks/defense_check.py, beside this script
 from defenses._fisher import cda_penalty, diagonal_fisher, fisher_trace, relative_trace_weight
 from defenses.base import DefenseContext
@@ -119,7 +120,7 @@ def unlearn(setting: Setting, forward: Forward, params: list[Tensor], after_step
 def defended(setting: Setting, defense: str) -> nn.Module:
     """``bench``'s ``defense`` (the validation grid's parameters) applied to a copy of the backdoored model."""
     ctx = DefenseContext(spec=setting.data.spec, generator=torch.Generator().manual_seed(setting.seed), device=torch.device("cpu"))
-    return DEFENSES.get(defense)(setting.defense_params[defense]).run(setting.backdoored.model, setting.clean, ctx).model.eval()
+    return create_defense(defense, **field_values(setting.defense_params[defense])).run(setting.backdoored.model, setting.clean, ctx).model.eval()
 
 
 def mixup_objective(clean: ImageSet, seed: int) -> Callable[[Forward], float]:
@@ -216,7 +217,7 @@ def load_setting(attack: str, seed: int, fraction: float, data: LoadedDataset, c
     artifact = cache / spec.key
     if not verify_artifact(artifact):
         run_attack_stage(spec, data, artifact)
-    cell = DefenseStageSpec(f"oracle-{seed}", spec, "none", None, fraction)
+    cell = DefenseStageSpec(spec, "none", DEFENSES.get("none").Params(), fraction)
     return Setting(data, load_backdoored(spec, data, artifact, torch.device("cpu")), defender_clean_set(cell, data, True), seed, defense_params)
 
 

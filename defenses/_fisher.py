@@ -14,14 +14,13 @@ and a reparametrisation of them (Fast FIP's spectral shifts).
 
 Per-sample gradients need BatchNorm in eval mode (running statistics): in train mode
 the samples of a batch are coupled and a per-sample gradient is not defined, and
-``vmap`` cannot update running statistics. Callers wrap them in ``eval_mode``.
+``vmap`` cannot update running statistics. Callers wrap them in ``bench.core.modes.eval_mode``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +28,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
 from bench.core.device import autocast
-from bench.core.data import ImageSet
-from bench.core.train import TrainConfig, TrainingDiverged
+from bench.core.modes import eval_mode
+from bench.core.data import ImageSet, to_float
+from bench.core.train import BatchLoss, TrainingDiverged
 
 ParamDict = dict[str, Tensor]
 ParamFn = Callable[[ParamDict, Tensor], Tensor]  # (params, x [B, C, H, W] in [0, 1]) -> logits [B, K]
@@ -43,17 +43,6 @@ def module_fn(model: nn.Module) -> ParamFn:
         return functional_call(model, params, (x,))
 
     return fn
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode (BatchNorm on running statistics) and restore its mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _per_sample(fn: ParamFn, with_value: bool):
@@ -88,7 +77,7 @@ def diagonal_fisher(fn: ParamFn, params: ParamDict, data: ImageSet, batch_size: 
     detached = {k: v.detach() for k, v in params.items()}
     total = {k: torch.zeros_like(v) for k, v in detached.items()}
     for start in range(0, len(data), batch_size):
-        x = data.x[start : start + batch_size].float().div_(255)
+        x = to_float(data.x[start : start + batch_size])
         grads = per_sample_grads(fn, detached, x, data.y[start : start + batch_size])
         for k, g in grads.items():
             total[k] += g.pow(2).sum(0)
@@ -118,7 +107,7 @@ class FisherStep:
     (train: BatchNorm on batch statistics, running statistics updated); the trace term
     in eval mode (see the module docstring). With ``max_grad_norm`` the gradient is
     rescaled to that global L2 norm when it is longer (``inf``: never). Returns the
-    total loss of the batch.
+    total loss of the batch. The objective is this step's own: the loop's loss is not used.
     """
 
     def __init__(
@@ -149,30 +138,15 @@ class FisherStep:
             loss = loss + cda_penalty(self.params, self.anchor, self.fisher, self.cda_weight)
         return loss
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self.loss(x, y)
+    def __call__(self, x: Tensor, y: Tensor, loss: BatchLoss) -> Tensor:
+        total = self.loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         if math.isfinite(self.max_grad_norm):
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.max_grad_norm)
         self.optimizer.step()
         self.steps += 1
-        return loss.detach()
-
-
-def iteration_config(iterations: int, n: int, batch_size: int, lr: float, momentum: float, weight_decay: float) -> TrainConfig:
-    """A constant-rate ``TrainConfig`` whose whole epochs cover at least ``iterations`` batches of ``n`` images."""
-    if n < 1:
-        raise ValueError("this defense needs clean images, got an empty clean set")
-    per_epoch = math.ceil(n / batch_size)
-    return TrainConfig(
-        epochs=math.ceil(iterations / per_epoch),
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        schedule="constant",
-    )
+        return total.detach()
 
 
 def check_finite(tensors: ParamDict, losses: list[float]) -> None:

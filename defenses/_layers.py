@@ -1,22 +1,21 @@
 """Helpers shared by the pruning, masking and distillation defenses.
 
 Layer lookup (BatchNorms, the final linear layer, conv → BN pairs, stage-end blocks),
-activation capture through forward hooks, weight masks kept through training, and a
-per-iteration learning rate for the shared training loop. Nothing here knows a
+activation capture through forward hooks, and weight masks kept through training. Nothing here knows a
 particular architecture: layers are found by module type or by tracing one forward pass.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bench.core.train import Update
+from bench.core.modes import eval_mode
+from bench.core.train import TrainingHooks
 
 # ---------------------------------------------------------------- lookup by type
 
@@ -32,11 +31,6 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
     return linears[-1]
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Batches per epoch of ``bench.core.train.train`` on ``n`` samples (the last batch may be short)."""
-    return max(1, math.ceil(n / batch_size))
 
 
 # ---------------------------------------------------------------- activation capture
@@ -89,7 +83,6 @@ def trace(model: nn.Module, x: Tensor) -> list[Call]:
     Runs in eval mode (BatchNorm statistics untouched) and restores each module's mode.
     """
     calls: list[Call] = []
-    modes = {m: m.training for m in model.modules()}
     handles = []
     for name, module in model.named_modules():
 
@@ -99,13 +92,11 @@ def trace(model: nn.Module, x: Tensor) -> list[Call]:
 
         handles.append(module.register_forward_hook(record))
     try:
-        model.eval()
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
         for handle in handles:
             handle.remove()
-        for module, mode in modes.items():
-            module.train(mode)
     return calls
 
 
@@ -200,44 +191,20 @@ def stage_ends(model: nn.Module, x: Tensor, count: int = 3) -> list[str]:
     return sorted(chosen, key=position.__getitem__)
 
 
-# ---------------------------------------------------------------- updates that wrap another
+# ---------------------------------------------------------------- masks kept through training
 
 
-class ScheduledLR:
-    """An ``Update`` that sets every parameter group's lr to ``schedule(t)`` before the t-th step (t from 0).
-
-    Drives a per-iteration schedule through ``bench.core.train.train``, whose own scheduler
-    should then be ``"constant"`` (it resets the lr only at epoch ends; the next step
-    overrides it again).
-    """
-
-    def __init__(self, inner: Update, schedule: Callable[[int], float]) -> None:
-        self.inner, self.schedule = inner, schedule
-        self.optimizer = inner.optimizer
-        self.t = 0
-
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        lr = self.schedule(self.t)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.t += 1
-        return self.inner(x, y)
-
-
-class KeepMasked:
-    """An ``Update`` that re-applies fixed 0/1 masks to parameters after every step of ``inner``.
+class KeepMasked(TrainingHooks):
+    """Training hooks that re-apply fixed 0/1 masks to parameters after every step.
 
     Pruned weights stay exactly zero while the rest fine-tunes; the model's layout is unchanged.
     """
 
-    def __init__(self, inner: Update, masks: dict[nn.Parameter, Tensor]) -> None:
-        self.inner, self.masks = inner, masks
-        self.optimizer = inner.optimizer
+    def __init__(self, masks: dict[nn.Parameter, Tensor]) -> None:
+        self.masks = masks
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self.inner(x, y)
+    def after_step(self, step: int) -> None:
         apply_masks(self.masks)
-        return loss
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bench.core.augment import augment
-from bench.core.data import Augmentation, ImageSet
+from bench.core.data import Augmentation, ImageSet, to_float
 from bench.core.metrics import accuracy, predict
 from bench.core.train import TrainingDiverged
 
@@ -30,10 +30,6 @@ def bn_layers(model: nn.Module) -> list[tuple[str, BatchNorm]]:
         for name, module in model.named_modules()
         if isinstance(module, BatchNorm) and module.affine
     ]
-
-
-def bn_channel_count(model: nn.Module) -> int:
-    return sum(module.num_features for _, module in bn_layers(model))
 
 
 def scaled_bn_forward(
@@ -86,7 +82,7 @@ def clean_accuracy(model: nn.Module, data: ImageSet) -> float:
 def float_batch(data: ImageSet, index: Tensor, aug: Augmentation, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """Images ``data.x[index]`` as floats in [0, 1], augmented with ``gen``, and their labels."""
     index = index.to(data.x.device)
-    return augment(data.x[index].float().div_(255), aug, gen), data.y[index]
+    return augment(to_float(data.x[index]), aug, gen), data.y[index]
 
 
 def sample_index(n: int, batch_size: int, gen: torch.Generator) -> Tensor:

@@ -11,10 +11,11 @@ adversarial neuron perturbations:
   α·L(m) + (1 − α)·L(m + δ, ξ) over m with SGD and clip m to [0, 1].
 
 Defaults are the public code's and BackdoorBench's: ε 0.4, one step, α 0.2 (weight of
-the natural loss), mask SGD lr 0.2 with momentum 0.9, 2000 iterations of batch 128
-drawn with replacement from the clean data with training augmentation. BatchNorm uses
-batch statistics while the masks are learned (training mode, as in the public code), on
-a working copy, so the returned model's running statistics are those of the input.
+the natural loss), mask SGD momentum 0.9, 2000 iterations drawn with replacement from
+the clean data with training augmentation; mask lr 0.2 and batch 128 are the authors'
+(BackdoorBench runs 0.01 and 256). BatchNorm uses batch statistics while the masks are
+learned (training mode, as in the public code), on a working copy, so the returned
+model's running statistics are those of the input.
 
 Pruning: the channels with the lowest masks are pruned, i.e. their γ **and β** are set
 to 0 in the returned model (same class, same state_dict keys and shapes). Candidate
@@ -44,13 +45,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.data import ImageSet
+from bench.core.params import AuthorsCode, BackdoorBench, ParamError, Params, Range
 from bench.core.registry import DEFENSES
 from defenses._masking import (
     bn_layers,
@@ -64,42 +66,40 @@ from defenses._masking import (
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 _LOG_EVERY = 100  # iterations per entry of DefenseOutput.epoch_losses
+_ANP = "config/defense/anp/cifar10.yaml"
+_ANP_AUTHORS = "csdongxian/ANP_backdoor optimize_mask_cifar.py"
 
 
 @dataclass(frozen=True)
-class ANPParams:
-    iterations: int = 2000  # mask-optimisation steps
-    batch_size: int = 128  # drawn with replacement from the clean data
-    lr: float = 0.2  # mask SGD learning rate
-    momentum: float = 0.9  # mask SGD momentum
-    eps: float = 0.4  # bound of the multiplicative neuron perturbation
-    noise_steps: int = 1  # signed-gradient ascent steps on the perturbation
-    alpha: float = 0.2  # weight of the natural loss; 1 − alpha on the perturbed loss
-    prune_by: Literal["threshold", "fraction"] = "threshold"
-    prune_max: float = 0.9  # largest threshold (or fraction of channels) tried
-    prune_step: float = 0.05
-    max_acc_drop: float = 0.1  # allowed absolute drop of clean accuracy on the defender's data
+class ANPParams(Params):
+    smoke = {"iterations": 3, "batch_size": 8}
 
-    def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "noise_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+    iterations: Annotated[int, Range(">= 1"), BackdoorBench(f"{_ANP}: nb_iter")] = 2000
+    """mask-optimisation steps"""
+    batch_size: Annotated[int, Range(">= 1"), AuthorsCode(f"{_ANP_AUTHORS}; BackdoorBench runs 256")] = 128
+    """images per step, drawn with replacement from the clean data"""
+    lr: Annotated[float, Range("> 0"), AuthorsCode(f"{_ANP_AUTHORS}; BackdoorBench runs 0.01")] = 0.2
+    """mask SGD learning rate"""
+    momentum: Annotated[float, Range("[0, 1)"), BackdoorBench("defense/anp.py: mask optimiser")] = 0.9
+    """mask SGD momentum"""
+    eps: Annotated[float, Range(">= 0"), BackdoorBench(f"{_ANP}: anp_eps")] = 0.4
+    """bound of the multiplicative neuron perturbation"""
+    noise_steps: Annotated[int, Range(">= 1"), BackdoorBench(f"{_ANP}: anp_steps")] = 1
+    """signed-gradient ascent steps on the perturbation"""
+    alpha: Annotated[float, Range("[0, 1]"), BackdoorBench(f"{_ANP}: anp_alpha")] = 0.2
+    """weight of the natural loss; 1 − alpha on the perturbed loss"""
+    prune_by: Annotated[Literal["threshold", "fraction"], BackdoorBench(f"{_ANP}: pruning_by")] = "threshold"
+    """what the pruning levels bound: mask values or the share of channels"""
+    prune_max: Annotated[float, Range("[0, 1]"), BackdoorBench(f"{_ANP}: pruning_max")] = 0.9
+    """largest threshold (or fraction of channels) tried"""
+    prune_step: Annotated[float, Range("(0, 1]"), BackdoorBench(f"{_ANP}: pruning_step")] = 0.05
+    """spacing of the thresholds (or fractions) tried"""
+    max_acc_drop: Annotated[float, Range("[0, 1]"), BackdoorBench(f"{_ANP}: acc_ratio (relative, on test data)")] = 0.1
+    """allowed absolute drop of clean accuracy on the defender's data, in [0, 1]"""
+
+    def check(self) -> None:
         if self.prune_by not in ("threshold", "fraction"):
-            raise ValueError(f"prune_by must be 'threshold' or 'fraction', got {self.prune_by!r}")
-        if not 0.0 <= self.prune_max <= 1.0:
-            raise ValueError(f"prune_max must be in [0, 1], got {self.prune_max}")
-        if not 0.0 < self.prune_step <= 1.0:
-            raise ValueError(f"prune_step must be in (0, 1], got {self.prune_step}")
-        if not 0.0 <= self.max_acc_drop <= 1.0:
-            raise ValueError(f"max_acc_drop must be in [0, 1], got {self.max_acc_drop}")
+            raise ParamError("prune_by", f"prune_by must be 'threshold' or 'fraction', got {self.prune_by!r}")
 
     def levels(self) -> list[float]:
         """Thresholds (or fractions) tried: 0, prune_step, …, up to prune_max."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from bench.core.data import DatasetSpec, ImageSet
+from bench.core.params import BackdoorBench, NoParams, Range
 from bench.core.train import TrainConfig
 
 DataNeed = Literal["none", "clean"]
@@ -34,16 +35,27 @@ class DefenseOutput:
     epoch_losses: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class NoParams:
-    """For methods without parameters."""
+_FT = "config/defense/ft/config.yaml"
 
 
 @dataclass(frozen=True)
 class FineTuneParams(TrainConfig):
     """Fine-tuning settings; defaults are BackdoorBench's for CIFAR-10 (100 epochs, batch 256, lr 0.01, cosine)."""
 
-    batch_size: int = 256
+    smoke = {"epochs": 2, "batch_size": 8}
+
+    epochs: Annotated[int, Range(">= 1"), BackdoorBench(_FT)] = 100
+    """passes over the clean data"""
+    batch_size: Annotated[int, Range(">= 1"), BackdoorBench(_FT)] = 256
+    """images per step"""
+    lr: Annotated[float, Range("> 0"), BackdoorBench(_FT)] = 0.01
+    """peak learning rate"""
+    momentum: Annotated[float, Range(">= 0"), BackdoorBench(_FT)] = 0.9
+    """SGD momentum"""
+    weight_decay: Annotated[float, Range(">= 0"), BackdoorBench(_FT)] = 5e-4
+    """SGD weight decay (L2)"""
+    schedule: Annotated[Literal["cosine", "constant"], BackdoorBench(f"{_FT}: CosineAnnealingLR, T_max 100")] = "cosine"
+    """learning-rate schedule, stepped once per epoch"""
 
     def train_config(self) -> TrainConfig:
         """The shared loop's settings: the ``TrainConfig`` fields of these parameters."""

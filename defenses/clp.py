@@ -20,26 +20,24 @@ includes the BatchNorm's ε, as the layer computes it; the public code uses √r
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bench.core.data import ImageSet
+from bench.core.params import BackdoorBench, Params, Range
 from bench.core.registry import DEFENSES
 from defenses._layers import conv_bn_pairs, example_input
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 
 @dataclass(frozen=True)
-class CLPParams:
-    u: float = 3.0  # threshold in standard deviations above the layer's mean bound
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.u) and self.u >= 0):
-            raise ValueError(f"u must be a finite number >= 0, got {self.u}")
+class CLPParams(Params):
+    u: Annotated[float, Range(">= 0"), BackdoorBench("config/defense/clp/cifar10.yaml")] = 3.0
+    """threshold in standard deviations above the layer's mean bound"""
 
 
 @torch.no_grad()

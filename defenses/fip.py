@@ -47,52 +47,58 @@ Deviations from the public code:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import nn
 
 from bench.core.data import ImageSet
+from bench.core.params import AuthorsCode, BenchOwn, Params, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import sgd, train
+from bench.core.train import TrainConfig, epochs_covering, sgd, train
+from bench.core.modes import eval_mode
 from defenses._fisher import (
     FisherStep,
     check_finite,
     diagonal_fisher,
-    eval_mode,
-    iteration_config,
     module_fn,
     relative_trace_weight,
 )
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 
+_SCRIPT = "nazmul-karim170/FIP src/Remove_Backdoor_FIP.py"
+_REG = "nazmul-karim170/FIP src/Regularizer.py"
+
+
 @dataclass(frozen=True)
-class FIPParams:
-    iterations: int = 2000  # optimiser steps, rounded up to whole epochs of the clean set
-    batch_size: int = 128
-    lr: float = 0.005  # constant
-    momentum: float = 0.95
-    weight_decay: float = 0.0
-    reg_F: float = 0.15  # η_F, weight of the Fisher-trace term relative to the input model's clean trace
-    trace_every: int = 5  # the trace term is added on steps 0, k, 2k, ...
-    cda_weight: float = 5.0  # w in (w/2) Σ F̂ (θ − θ⁰)²; 0 disables the term
-    max_grad_norm: float = 20.0  # a step's gradient is clipped to this global L2 norm (inf: never)
+class FIPParams(Params):
+    smoke = {"iterations": 3, "batch_size": 8}
 
-    def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "trace_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        for name in ("weight_decay", "reg_F", "cda_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 (inf: no clipping), got {self.max_grad_norm}")
+    iterations: Annotated[int, Range(">= 1"), AuthorsCode(f"{_SCRIPT}: --nb-epochs")] = 2000
+    """optimiser steps, rounded up to whole epochs of the clean set"""
+    batch_size: Annotated[int, Range(">= 1"), AuthorsCode(f"{_SCRIPT}: --batch-size")] = 128
+    """images per step"""
+    lr: Annotated[float, Range("> 0"), AuthorsCode(f"{_SCRIPT}: --lr")] = 0.005
+    """learning rate, constant"""
+    momentum: Annotated[float, Range("[0, 1)"), AuthorsCode(f"{_REG}: SGD momentum")] = 0.95
+    """SGD momentum"""
+    weight_decay: Annotated[float, Range(">= 0"), AuthorsCode(f"{_REG}: SGD without weight decay")] = 0.0
+    """SGD weight decay (L2)"""
+    reg_F: Annotated[float, Range(">= 0"), BenchOwn("set on digits; the public 0.5 weighs a zero-mean term")] = 0.15
+    """η_F, weight of the Fisher-trace term relative to the input model's clean trace"""
+    trace_every: Annotated[int, Range(">= 1"), AuthorsCode(f"{_REG}: iter_gap")] = 5
+    """the trace term is added on steps 0, k, 2k, ..."""
+    cda_weight: Annotated[float, Range(">= 0"), AuthorsCode(f"{_REG}: weight 5 (the term is commented out there, on here)")] = 5.0
+    """w in (w/2) Σ F̂ (θ − θ⁰)²; 0 disables the term"""
+    max_grad_norm: Annotated[float, Range("(0, inf]"), BenchOwn("set on digits; the public code does not clip")] = 20.0
+    """a step's gradient is clipped to this global L2 norm (inf: never clip)"""
 
-    def train_config(self, n: int):
-        return iteration_config(self.iterations, n, self.batch_size, self.lr, self.momentum, self.weight_decay)
+    def train_config(self, n: int) -> TrainConfig:
+        """Constant-rate SGD over the fewest whole epochs of ``n`` clean images that give ``iterations`` steps."""
+        return TrainConfig(
+            epochs=epochs_covering(self.iterations, n, self.batch_size), batch_size=self.batch_size, lr=self.lr,
+            momentum=self.momentum, weight_decay=self.weight_decay, schedule="constant",
+        )
 
 
 @DEFENSES.register("fip")

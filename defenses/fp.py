@@ -29,46 +29,49 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from bench.core.data import ImageSet
+from bench.core.data import ImageSet, to_float
 from bench.core.metrics import accuracy, predict
+from bench.core.modes import eval_mode
+from bench.core.params import BackdoorBench, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import GradientStep, sgd, train
+from bench.core.train import TRAINING_FIELDS, train
 from defenses._layers import Capture, KeepMasked, apply_masks, last_linear
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
 
 
+_FP = "config/defense/fp/cifar10.yaml"
+
+
 @dataclass(frozen=True)
 class FPParams(FineTuneParams):
-    prune_step: float = 0.01  # fraction of the channels pruned per step
-    max_acc_drop: float = 0.1  # largest allowed drop of clean accuracy (absolute)
+    sources = {
+        **dict.fromkeys(TRAINING_FIELDS, BackdoorBench(_FP)),
+        "schedule": BackdoorBench(f"{_FP}: CosineAnnealingLR, T_max 100"),
+    }
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 < self.prune_step <= 1:
-            raise ValueError(f"prune_step must be in (0, 1], got {self.prune_step}")
-        if not 0 <= self.max_acc_drop <= 1:
-            raise ValueError(f"max_acc_drop must be in [0, 1], got {self.max_acc_drop}")
+    prune_step: Annotated[float, Range("(0, 1]"), BackdoorBench(f"{_FP}: once_prune_ratio")] = 0.01
+    """fraction of the channels pruned per step"""
+    max_acc_drop: Annotated[float, Range("[0, 1]"), BackdoorBench(f"{_FP}: acc_ratio (relative, on test data)")] = 0.1
+    """largest allowed drop of clean accuracy (absolute, in [0, 1])"""
 
 
 @torch.no_grad()
 def mean_activation(model: nn.Module, clean: ImageSet, batch_size: int = 512) -> Tensor:
     """Mean over ``clean`` of each input feature of the last linear layer: ``[C]`` (eval mode)."""
     name, _ = last_linear(model)
-    was_training = model.training
-    model.eval()
     total, count = None, 0
-    with Capture(model, [name], what="input") as seen:
+    with eval_mode(model), Capture(model, [name], what="input") as seen:
         for start in range(0, len(clean), batch_size):
-            model(clean.x[start : start + batch_size].float().div(255))
+            model(to_float(clean.x[start : start + batch_size]))
             features = seen[name].float().flatten(0, -2)  # [B·…, C]
             batch_sum = features.sum(0)
             total = batch_sum if total is None else total + batch_sum
             count += features.shape[0]
-    model.train(was_training)
     return total / count
 
 
@@ -108,7 +111,6 @@ class FinePruning(Defense):
         _, linear = last_linear(model)
         masks = {linear.weight: column_mask(linear, pruned)}
         cfg = self.params.train_config()
-        step = KeepMasked(GradientStep(model, sgd(model, cfg)), masks)
-        losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
+        losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, hooks=KeepMasked(masks))
         apply_masks(masks)
         return DefenseOutput(model=model, epoch_losses=losses)

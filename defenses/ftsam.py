@@ -15,7 +15,7 @@ as the paper's "cosine schedule over 100 epochs" intends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -23,23 +23,28 @@ from torch import Tensor, nn
 
 from bench.core.device import autocast
 from bench.core.data import ImageSet
+from bench.core.params import BackdoorBench, BenchOwn, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import sgd, train
+from bench.core.train import TRAINING_FIELDS, BatchLoss, TrainingHooks, sgd, train
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
+
+
+_SAM = "config/defense/ft-sam/cifar10.yaml"
 
 
 @dataclass(frozen=True)
 class FTSAMParams(FineTuneParams):
-    rho: float = 2.0  # radius of the (adaptive) perturbation ball
-    adaptive: bool = True  # ASAM scaling by |θ|; False gives plain SAM
-    label_smoothing: float = 0.1
+    sources = {
+        **dict.fromkeys(TRAINING_FIELDS, BackdoorBench(_SAM)),
+        "schedule": BenchOwn("one decay over the run, the paper's; BackdoorBench steps CosineAnnealingLR(T_max=100) per batch"),
+    }
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rho <= 0:
-            raise ValueError(f"rho must be > 0, got {self.rho}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+    rho: Annotated[float, Range("> 0"), BackdoorBench(f"{_SAM}: rho_max = rho_min")] = 2.0
+    """radius of the (adaptive) perturbation ball"""
+    adaptive: Annotated[bool, BackdoorBench("defense/ft-sam.py: --adaptive is store_false, so on")] = True
+    """ASAM scaling by |θ|; False gives plain SAM"""
+    label_smoothing: Annotated[float, Range("[0, 1)"), BackdoorBench(f"{_SAM}: its smooth_crossentropy")] = 0.1
+    """label-smoothing weight of the cross-entropy"""
 
 
 def _set_bn_momentum(model: nn.Module, momentum: dict[nn.Module, float | None] | float) -> dict[nn.Module, float | None]:
@@ -52,19 +57,29 @@ def _set_bn_momentum(model: nn.Module, momentum: dict[nn.Module, float | None] |
     return previous
 
 
-class SAMStep:
-    """One sharpness-aware update (two forward/backward passes) with an SGD base optimiser."""
+class LabelSmoothing(TrainingHooks):
+    """The loop's loss is cross-entropy with label smoothing ``smoothing``."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, rho: float, adaptive: bool, loss_fn) -> None:
-        self.model, self.optimizer, self.rho, self.adaptive, self.loss_fn = model, optimizer, rho, adaptive, loss_fn
+    def __init__(self, smoothing: float) -> None:
+        self.smoothing = smoothing
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        with autocast(x.device):
+            return F.cross_entropy(model(x), y, label_smoothing=self.smoothing)
+
+
+class SAMStep:
+    """One sharpness-aware update (two forward/backward passes of the loop's loss) with an SGD base optimiser."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, rho: float, adaptive: bool) -> None:
+        self.model, self.optimizer, self.rho, self.adaptive = model, optimizer, rho, adaptive
         self.params = [p for p in model.parameters() if p.requires_grad]
 
-    def _loss_and_grad(self, x: Tensor, y: Tensor) -> Tensor:
+    def _loss_and_grad(self, x: Tensor, y: Tensor, loss: BatchLoss) -> Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(x.device):
-            loss = self.loss_fn(self.model(x), y)
-        loss.backward()
-        return loss.detach()
+        value = loss(x, y)
+        value.backward()
+        return value.detach()
 
     @torch.no_grad()
     def _perturbation(self) -> list[Tensor | None]:
@@ -75,22 +90,22 @@ class SAMStep:
             None if p.grad is None else (p.pow(2) if self.adaptive else 1.0) * p.grad * scale for p in self.params
         ]
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        loss = self._loss_and_grad(x, y)
+    def __call__(self, x: Tensor, y: Tensor, loss: BatchLoss) -> Tensor:
+        value = self._loss_and_grad(x, y, loss)
         eps = self._perturbation()
         with torch.no_grad():
             for p, e in zip(self.params, eps):
                 if e is not None:
                     p.add_(e)
         saved = _set_bn_momentum(self.model, 0.0)
-        self._loss_and_grad(x, y)
+        self._loss_and_grad(x, y, loss)
         _set_bn_momentum(self.model, saved)
         with torch.no_grad():
             for p, e in zip(self.params, eps):
                 if e is not None:
                     p.sub_(e)
         self.optimizer.step()
-        return loss
+        return value
 
 
 @DEFENSES.register("ftsam")
@@ -99,7 +114,7 @@ class FTSAM(Defense):
 
     def purify(self, model: nn.Module, clean: ImageSet, ctx: DefenseContext) -> DefenseOutput:
         cfg = self.params.train_config()
-        loss_fn = partial(F.cross_entropy, label_smoothing=self.params.label_smoothing)
-        step = SAMStep(model, sgd(model, cfg), self.params.rho, self.params.adaptive, loss_fn)
-        losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
+        step = SAMStep(model, sgd(model, cfg), self.params.rho, self.params.adaptive)
+        hooks = LabelSmoothing(self.params.label_smoothing)
+        losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step, hooks=hooks)
         return DefenseOutput(model=model, epoch_losses=losses)

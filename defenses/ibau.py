@@ -54,45 +54,48 @@ Deviations from the public code (YiZeng623/I-BAU, BackdoorBench defense/i-bau.py
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Annotated, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.data import ImageSet
+from bench.core.params import AuthorsCode, BackdoorBench, BenchOwn, Params, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import TrainConfig, train
+from bench.core.train import BatchLoss, TrainConfig, train
 from defenses._masking import check_finite, cycle_index, float_batch
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 
-@dataclass(frozen=True)
-class IBAUParams:
-    rounds: int = 5  # perturbation/unlearning rounds
-    batch_size: int = 256
-    lr: float = 1e-4  # outer Adam learning rate
-    fixed_point_iters: int = 5  # K, Neumann terms of the inverse-Hessian-vector product
-    fixed_point_lr: float = 0.1  # η of the inner gradient step defining the fixed point
-    perturbation_steps: int = 10  # SGD steps on δ per round
-    inner_lr: float = 10.0  # SGD learning rate on δ
-    reg: float = 1e-3  # weight of ‖δ‖² in the inner loss
-    radius: float = 10.0  # L2 bound on δ, normalised input units
-    perturbed_fraction: float = 0.01  # share of each outer batch carrying δ (at least one image)
+_IBAU = "config/defense/i-bau/cifar10.yaml"
+_IBAU_CODE = "YiZeng623/I-BAU defense.py (and BackdoorBench's defense/i-bau.py)"
 
-    def __post_init__(self) -> None:
-        for name in ("rounds", "batch_size", "perturbation_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.fixed_point_iters < 0:
-            raise ValueError(f"fixed_point_iters must be >= 0, got {self.fixed_point_iters}")
-        for name in ("lr", "fixed_point_lr", "inner_lr", "radius"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.reg < 0:
-            raise ValueError(f"reg must be >= 0, got {self.reg}")
-        if not 0.0 < self.perturbed_fraction <= 1.0:
-            raise ValueError(f"perturbed_fraction must be in (0, 1], got {self.perturbed_fraction}")
+
+@dataclass(frozen=True)
+class IBAUParams(Params):
+    smoke = {"rounds": 1, "batch_size": 8}
+
+    rounds: Annotated[int, Range(">= 1"), BackdoorBench(f"{_IBAU}: n_rounds")] = 5
+    """perturbation/unlearning rounds"""
+    batch_size: Annotated[int, Range(">= 1"), BackdoorBench(_IBAU)] = 256
+    """images per step"""
+    lr: Annotated[float, Range("> 0"), BackdoorBench(_IBAU)] = 1e-4
+    """outer Adam learning rate"""
+    fixed_point_iters: Annotated[int, Range(">= 0"), BackdoorBench(f"{_IBAU}: K")] = 5
+    """K, Neumann terms of the inverse-Hessian-vector product"""
+    fixed_point_lr: Annotated[float, Range("> 0"), AuthorsCode(f"{_IBAU_CODE}: GradientDescent(loss_inner, 0.1)")] = 0.1
+    """η of the inner gradient step defining the fixed point"""
+    perturbation_steps: Annotated[int, Range(">= 1"), BenchOwn("fixed steps: about one pass on 5% of CIFAR-10")] = 10
+    """SGD steps on δ per round"""
+    inner_lr: Annotated[float, Range("> 0"), AuthorsCode(_IBAU_CODE)] = 10.0
+    """SGD learning rate on δ"""
+    reg: Annotated[float, Range(">= 0"), AuthorsCode(_IBAU_CODE)] = 1e-3
+    """weight of ‖δ‖² in the inner loss"""
+    radius: Annotated[float, Range("(0, inf]"), AuthorsCode(f"{_IBAU_CODE}: 10 in its commented-out L2 projection")] = 10.0
+    """L2 bound on δ, in normalised input units (inf: no projection, as in the public code)"""
+    perturbed_fraction: Annotated[float, Range("(0, 1]"), AuthorsCode(f"{_IBAU_CODE}: portion")] = 0.01
+    """share of each outer batch carrying δ (at least one image)"""
 
 
 def fixed_point_hypergradient(
@@ -159,7 +162,8 @@ def universal_perturbation(
 
 class HypergradientStep:
     """One outer I-BAU update: the implicit hypergradient of the batch's outer loss, then
-    ``optimizer.step()``. Runs the model in evaluation mode."""
+    ``optimizer.step()``. Runs the model in evaluation mode. The objective is I-BAU's own:
+    the loop's loss is not used."""
 
     def __init__(
         self,
@@ -173,7 +177,7 @@ class HypergradientStep:
         self.model, self.optimizer, self.delta, self.std, self.params, self.gen = model, optimizer, delta, std, params, gen
         self.weights = [p for p in model.parameters() if p.requires_grad]
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, y: Tensor, loss: BatchLoss) -> Tensor:
         self.model.eval()
         count = max(1, int(self.params.perturbed_fraction * len(x)))
         carriers = torch.zeros(len(x), 1, 1, 1, device=x.device)
@@ -185,14 +189,14 @@ class HypergradientStep:
         def inner_loss(delta: Tensor) -> Tensor:
             return -F.cross_entropy(self.model(x + delta * self.std), y) + self.params.reg * delta.pow(2).sum()
 
-        grads, loss = fixed_point_hypergradient(
+        grads, value = fixed_point_hypergradient(
             self.delta, self.weights, inner_loss, outer_loss, self.params.fixed_point_lr, self.params.fixed_point_iters
         )
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.weights, grads):
             p.grad = g
         self.optimizer.step()
-        return loss
+        return value
 
 
 @DEFENSES.register("ibau")

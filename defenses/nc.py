@@ -48,14 +48,16 @@ of the authors' Keras code):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.core.data import ImageSet
+from bench.core.data import ImageSet, to_float, to_uint8
+from bench.core.params import BackdoorBench, BenchOwn, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import train
+from bench.core.train import TRAINING_FIELDS, train
 from defenses._masking import check_finite, cycle_index, float_batch
 from defenses.base import Defense, DefenseContext, DefenseOutput, FineTuneParams
 
@@ -64,36 +66,38 @@ _MAD_CONSISTENCY = 1.4826  # MAD → standard deviation for normal data
 _EARLY_STOP_IMPROVEMENT = 0.99  # the best norm must fall below 99% of its earlier best
 
 
+_NC = "config/defense/nc/cifar10.yaml"
+
+
 @dataclass(frozen=True)
 class NCParams(FineTuneParams):
-    steps: int = 800  # trigger-optimisation steps per class
-    round_steps: int = 10  # steps per round of λ adaptation
-    mask_lr: float = 0.1
-    init_cost: float = 1e-3  # initial λ
-    cost_multiplier: float = 2.0
-    patience: int = 5  # rounds before λ changes
-    attack_success_threshold: float = 0.98
-    early_stop_patience: int = 25  # rounds
-    anomaly_threshold: float = 2.0
-    unlearn_fraction: float = 0.2
+    sources = {
+        **dict.fromkeys(TRAINING_FIELDS, BackdoorBench(_NC)),
+        "schedule": BackdoorBench(f"{_NC}: CosineAnnealingLR, T_max 100"),
+    }
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("steps", "round_steps", "patience", "early_stop_patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.mask_lr <= 0:
-            raise ValueError(f"mask_lr must be > 0, got {self.mask_lr}")
-        if self.init_cost < 0:
-            raise ValueError(f"init_cost must be >= 0, got {self.init_cost}")
-        if self.cost_multiplier <= 1:
-            raise ValueError(f"cost_multiplier must be > 1, got {self.cost_multiplier}")
-        if not 0.0 < self.attack_success_threshold <= 1.0:
-            raise ValueError(f"attack_success_threshold must be in (0, 1], got {self.attack_success_threshold}")
-        if self.anomaly_threshold <= 0:
-            raise ValueError(f"anomaly_threshold must be > 0, got {self.anomaly_threshold}")
-        if not 0.0 < self.unlearn_fraction < 1.0:
-            raise ValueError(f"unlearn_fraction must be in (0, 1), got {self.unlearn_fraction}")
+    smoke = {**FineTuneParams.smoke, "steps": 2}
+
+    steps: Annotated[int, Range(">= 1"), BackdoorBench(f"{_NC}: nc_epoch 80 × 10 batches")] = 800
+    """trigger-optimisation steps per class"""
+    round_steps: Annotated[int, Range(">= 1"), BenchOwn("λ adapts per round of 10 steps (a BackdoorBench epoch at 5%)")] = 10
+    """steps per round of λ adaptation"""
+    mask_lr: Annotated[float, Range("> 0"), BackdoorBench(_NC)] = 0.1
+    """Adam learning rate of mask and pattern"""
+    init_cost: Annotated[float, Range(">= 0"), BackdoorBench(_NC)] = 1e-3
+    """initial λ, weight of the mask's L1 norm"""
+    cost_multiplier: Annotated[float, Range("> 1"), BackdoorBench(_NC)] = 2.0
+    """factor by which λ goes up (down: its 1.5th power)"""
+    patience: Annotated[int, Range(">= 1"), BackdoorBench(_NC)] = 5
+    """rounds before λ changes"""
+    attack_success_threshold: Annotated[float, Range("(0, 1]"), BackdoorBench(f"{_NC}: atk_succ_threshold 98 (%)")] = 0.98
+    """attack success a round needs to count as successful"""
+    early_stop_patience: Annotated[int, Range(">= 1"), BackdoorBench(f"{_NC} (in epochs there)")] = 25
+    """rounds without a 1% better norm before stopping"""
+    anomaly_threshold: Annotated[float, Range("> 0"), BackdoorBench("defense/nc.py: outlier_detection")] = 2.0
+    """anomaly index above which a class is flagged"""
+    unlearn_fraction: Annotated[float, Range("(0, 1)"), BackdoorBench(f"{_NC}: unlearning_ratio")] = 0.2
+    """share of the clean data stamped for unlearning"""
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class Trigger:
 
     def stamp(self, x: Tensor) -> Tensor:
         """Stamp uint8 images ``x``; uint8 out."""
-        return self.apply(x.float() / 255).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+        return to_uint8(self.apply(to_float(x)))
 
 
 def _squash(raw: Tensor) -> Tensor:

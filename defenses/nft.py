@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -45,51 +46,46 @@ from torch.func import functional_call
 
 from bench.core.device import autocast
 from bench.core.data import ImageSet
+from bench.core.params import AuthorsCode, ParamError, Params, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import TrainConfig, train
-from defenses._layers import ScheduledLR, batchnorms, steps_per_epoch
+from bench.core.learning_rate import cosine_per_step
+from bench.core.train import BatchLoss, TrainConfig, epochs_covering, steps_per_epoch, train
+from defenses._layers import batchnorms
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 
-@dataclass(frozen=True)
-class NFTParams:
-    iterations: int = 1000  # mask updates (rounded up to whole passes over the clean data)
-    batch_size: int = 128
-    lr: float = 0.05  # start of the cosine schedule
-    lr_min: float = 0.02  # end of the cosine schedule
-    momentum: float = 0.95
-    reg: float = 0.001  # weight of Σ|1 − m| / N_c
-    alpha: float = 0.8  # lower clip bound of layer l: alpha·exp(−beta·l)
-    beta: float = 0.5
+_NFT = "nazmul-karim170/NFT src/Remove_Backdoor.py"
 
-    def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise ValueError(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.reg >= 0:
-            raise ValueError(f"reg must be >= 0, got {self.reg}")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+@dataclass(frozen=True)
+class NFTParams(Params):
+    smoke = {"iterations": 3, "batch_size": 8}
+
+    iterations: Annotated[int, Range(">= 1"), AuthorsCode(f"{_NFT}: --nb-epochs (5 rounds of 200)")] = 1000
+    """mask updates, rounded up to whole passes over the clean data"""
+    batch_size: Annotated[int, Range(">= 1"), AuthorsCode(f"{_NFT}: --batch-size")] = 128
+    """images per step"""
+    lr: Annotated[float, Range("> 0"), AuthorsCode(f"{_NFT}: --lr")] = 0.05
+    """start of the cosine schedule"""
+    lr_min: Annotated[float, Range(">= 0"), AuthorsCode(f"{_NFT}: CosineAnnealingLR eta_min")] = 0.02
+    """end of the cosine schedule, at most lr"""
+    momentum: Annotated[float, Range("[0, 1)"), AuthorsCode(f"{_NFT}: SGD momentum")] = 0.95
+    """SGD momentum"""
+    reg: Annotated[float, Range(">= 0"), AuthorsCode(f"{_NFT}: NFT_Train, 0.001·L1/N_c")] = 0.001
+    """weight of Σ|1 − m| / N_c"""
+    alpha: Annotated[float, Range("[0, 1]"), AuthorsCode(f"{_NFT}: --alpha")] = 0.8
+    """lower clip bound of layer l: alpha·exp(−beta·l)"""
+    beta: Annotated[float, Range(">= 0"), AuthorsCode(f"{_NFT}: --beta")] = 0.5
+    """decay of the lower clip bound over layers"""
+
+    def check(self) -> None:
+        if not self.lr_min <= self.lr:
+            raise ParamError("lr_min", f"lr_min must be <= lr={self.lr}, got {self.lr_min}")
 
 
 def mask_bounds(n_layers: int, alpha: float, beta: float) -> list[float]:
     """Lower clip bound of the masks of each BatchNorm: α·e^{−β·l} for l = 1..n_layers."""
     return [alpha * math.exp(-beta * layer) for layer in range(1, n_layers + 1)]
-
-
-def cosine_lr(t: int, total: int, lr: float, lr_min: float) -> float:
-    """Cosine decay from ``lr`` at t = 0 to ``lr_min`` at t = total − 1."""
-    if total <= 1:
-        return lr
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * t / (total - 1))) / 2
 
 
 class MaskedBN:
@@ -123,24 +119,27 @@ class MaskedBN:
 
 
 class MaskMixUpStep:
-    """One NFT update: MixUp batch, mixed CE + mask penalty, SGD step on the masks, clipping."""
+    """One NFT update: MixUp batch, mixed CE + mask penalty, SGD step on the masks, clipping.
+
+    The objective is NFT's own: the loop's loss is not used.
+    """
 
     def __init__(self, masked: MaskedBN, optimizer: torch.optim.Optimizer, reg_weight: float, gen: torch.Generator) -> None:
         self.masked, self.optimizer, self.reg_weight, self.gen = masked, optimizer, reg_weight, gen
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, y: Tensor, loss: BatchLoss) -> Tensor:
         lam = torch.rand((), generator=self.gen).item()  # Beta(1, 1)
         perm = torch.randperm(len(x), generator=self.gen).to(x.device)
         mixed = lam * x + (1 - lam) * x[perm]
         with autocast(x.device):
             out = self.masked.forward(mixed)
-            loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
-        loss = loss.float() + self.reg_weight * self.masked.penalty()
+            mixup = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
+        value = mixup.float() + self.reg_weight * self.masked.penalty()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         self.optimizer.step()
         self.masked.clip()
-        return loss.detach()
+        return value.detach()
 
 
 @DEFENSES.register("nft")
@@ -152,18 +151,14 @@ class NFT(Defense):
         per_class = len(clean) / ctx.spec.num_classes
         masked = MaskedBN(model, p.alpha, p.beta)
         optimizer = torch.optim.SGD(masked.masks, lr=p.lr, momentum=p.momentum)
-        per_epoch = steps_per_epoch(len(clean), p.batch_size)
-        epochs = math.ceil(p.iterations / per_epoch)
-        total = epochs * per_epoch
-        step = ScheduledLR(
-            MaskMixUpStep(masked, optimizer, p.reg / per_class, ctx.generator),
-            lambda t: cosine_lr(t, total, p.lr, p.lr_min),
-        )
+        epochs = epochs_covering(p.iterations, len(clean), p.batch_size)
+        lr = cosine_per_step(p.lr, p.lr_min, epochs * steps_per_epoch(len(clean), p.batch_size))
+        step = MaskMixUpStep(masked, optimizer, p.reg / per_class, ctx.generator)
         cfg = TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, weight_decay=0.0, schedule="constant")
         flags = {param: param.requires_grad for param in model.parameters()}
         model.requires_grad_(False)
         try:
-            losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
+            losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step, lr=lr)
         finally:
             for param, flag in flags.items():
                 param.requires_grad_(flag)

@@ -26,50 +26,53 @@ were set on the digits benchmark (``benchmarks/defense_check.py``), not taken fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
 from bench.core.data import ImageSet
+from bench.core.params import BenchOwn, ParamError, Params, Range
 from bench.core.registry import DEFENSES
-from bench.core.train import train
+from bench.core.train import BatchLoss, TrainConfig, epochs_covering, train
+from bench.core.modes import eval_mode
 from defenses._fisher import (
     ParamDict,
     ParamFn,
     cda_penalty,
     check_finite,
     diagonal_fisher,
-    eval_mode,
-    iteration_config,
     module_fn,
     per_sample_grads_and_log_likelihood,
 )
 from defenses.base import Defense, DefenseContext, DefenseOutput
 
 
-@dataclass(frozen=True)
-class NGFParams:
-    layer: str | None = None  # parameter-name prefix, e.g. "net.16"; None: the model's last nn.Linear
-    iterations: int = 500  # optimiser steps, rounded up to whole epochs of the clean set
-    batch_size: int = 128
-    lr: float = 0.01  # constant
-    damping: float = 1e-3  # λ added to the diagonal Fisher
-    fisher_decay: float = 0.95  # β of the running average of F_L
-    cda_weight: float = 1.0  # η_c; 0 disables the clean-distribution-aware term
+_DIGITS = "no authoritative public code; set on digits (benchmarks/defense_check.py)"
 
-    def __post_init__(self) -> None:
+
+@dataclass(frozen=True)
+class NGFParams(Params):
+    smoke = {"iterations": 3, "batch_size": 8}
+
+    layer: Annotated[str | None, BenchOwn("no authoritative public code; the final linear layer, this module's choice")] = None
+    """parameter-name prefix of the tuned layer, e.g. "net.16"; None: the model's last nn.Linear"""
+    iterations: Annotated[int, Range(">= 1"), BenchOwn(_DIGITS)] = 500
+    """optimiser steps, rounded up to whole epochs of the clean set"""
+    batch_size: Annotated[int, Range(">= 1"), BenchOwn(_DIGITS)] = 128
+    """images per step"""
+    lr: Annotated[float, Range("> 0"), BenchOwn(_DIGITS)] = 0.01
+    """learning rate, constant"""
+    damping: Annotated[float, Range("> 0"), BenchOwn(_DIGITS)] = 1e-3
+    """λ added to the diagonal Fisher"""
+    fisher_decay: Annotated[float, Range("[0, 1)"), BenchOwn(_DIGITS)] = 0.95
+    """β of the running average of F_L"""
+    cda_weight: Annotated[float, Range(">= 0"), BenchOwn(_DIGITS)] = 1.0
+    """η_c, weight of the clean-distribution-aware term; 0 disables it"""
+
+    def check(self) -> None:
         if self.layer is not None and not self.layer:
-            raise ValueError("layer must be a non-empty parameter-name prefix or None")
-        for name in ("iterations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "damping"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.fisher_decay < 1:
-            raise ValueError(f"fisher_decay must be in [0, 1), got {self.fisher_decay}")
-        if not self.cda_weight >= 0:
-            raise ValueError(f"cda_weight must be >= 0, got {self.cda_weight}")
+            raise ParamError("layer", "layer must be a non-empty parameter-name prefix or None")
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -124,13 +127,14 @@ class NaturalGradientStep:
             direction[k] = gradient / (self.fisher[k] + self.damping)
         return direction, loss
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, y: Tensor, loss: BatchLoss) -> Tensor:
+        """The natural-gradient step on its own objective (the loop's loss is not used)."""
         self.model.eval()  # the shared loop sets train mode; BatchNorm statistics stay fixed here
-        direction, loss = self.direction(x, y)
+        direction, value = self.direction(x, y)
         for k, p in self.params.items():
             p.grad = direction[k]
         self.optimizer.step()
-        return loss
+        return value
 
 
 @DEFENSES.register("ngf")
@@ -140,15 +144,15 @@ class NGF(Defense):
     def purify(self, model: nn.Module, clean: ImageSet, ctx: DefenseContext) -> DefenseOutput:
         p = self.params
         params = layer_parameters(model, p.layer)
-        cfg = iteration_config(p.iterations, len(clean), p.batch_size, p.lr, 0.0, 0.0)
+        epochs = epochs_covering(p.iterations, len(clean), p.batch_size)
+        cfg = TrainConfig(epochs=epochs, batch_size=p.batch_size, lr=p.lr, momentum=0.0, weight_decay=0.0, schedule="constant")
         fn = module_fn(model)
         anchor = {k: v.detach().clone() for k, v in params.items()}
         with eval_mode(model):
             clean_fisher = diagonal_fisher(fn, params, clean, p.batch_size)
         step = NaturalGradientStep(model, fn, params, p.lr, p.damping, p.fisher_decay, p.cda_weight, anchor, clean_fisher)
-        was_training = model.training
-        losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
-        model.train(was_training)
+        with eval_mode(model):  # the step keeps the network in eval mode; its modes are restored after
+            losses = train(model, clean, cfg, ctx.spec.augmentation, ctx.generator, update=step)
         for v in params.values():
             v.grad = None
         check_finite(params, losses)

@@ -9,6 +9,8 @@ import torch
 
 from bench.core.data import Augmentation, DatasetSpec, ImageSet
 
+pytest_plugins = ("tests.defense_fixtures",)  # spec, model and clean of the defense tests
+
 
 def _spec(channels: int = 3, size: int = 8, num_classes: int = 10, augmentation: Augmentation = Augmentation()) -> DatasetSpec:
     return DatasetSpec(

@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core.archs import build_model, build_seeded_model
+from bench.core.archs import build_model, build_seeded_model, is_heavy
 from bench.core.archs.base import Normalized
 from bench.core.registry import ARCHS
 
 SHAPES = [(3, 16), (1, 16)]  # (channels, side)
-# Too slow for a CPU unit test; tests/test_archs_zoo.py covers them under the `slow` marker.
-HEAVY = {"vgg19_bn", "efficientnet_b3", "densenet161", "convnext_tiny", "vit_b_16"}
-LIGHT = [name for name in ARCHS.names() if name not in HEAVY]
+# Heavy ones are too slow for a CPU unit test; tests/test_archs_zoo.py covers them under the `slow` marker.
+HEAVY = [name for name in ARCHS.names() if is_heavy(name)]
+LIGHT = [name for name in ARCHS.names() if not is_heavy(name)]
 
 
 @pytest.mark.parametrize(("channels", "size"), SHAPES, ids=[f"{c}x{s}x{s}" for c, s in SHAPES])

@@ -1,7 +1,7 @@
 """Training control of the attacks that poison batches instead of a dataset (WaNet, Input-aware, LIRA, BPP).
 
-Each attack's ``training_update`` wraps a recording ``GradientStep``; batches of float
-images go through it as they would in the shared loop, and the rows' roles (``last``)
+Each attack's ``training_hooks`` drive a recording ``GradientStep``; batches of float
+images go through them one at a time as the shared loop feeds them (``train_step``), and the rows' roles (``last``)
 are checked against what reached the classifier: how many rows per batch are backdoor
 and cross/noise/negative rows, their labels, their images, the generators' training,
 and the state that the defense stage restores.
@@ -16,30 +16,18 @@ import pytest
 import torch
 from torch import nn
 
-from attacks._generators import BACKDOOR, CLEAN, CROSS, build, to_float
+from attacks._generators import BACKDOOR, CLEAN, CROSS, build
 from attacks.base import Attack, AttackContext
 from attacks.inputaware import sharpen
-from bench.core.data import DatasetSpec, ImageSet, LoadedDataset
+from bench.core.data import DatasetSpec, ImageSet, LoadedDataset, to_float
 from bench.core.pipeline import AttackStageSpec, DefenseStageSpec, run_attack_stage, run_defense_stage
 from bench.core.poison import Target, target_labels
-from bench.core.registry import ATTACKS, DEFENSES
-from bench.core.train import GradientStep, TrainConfig
+from bench.core.registry import ATTACKS, DEFENSES, create_attack
+from bench.core.train import GradientStep, TrainConfig, TrainingHooks, Update, steps_per_epoch, train_step
 
-CONTROLLED = [n for n in ATTACKS.names() if ATTACKS.get(n).training_update is not Attack.training_update]
+CONTROLLED = [n for n in ATTACKS.names() if ATTACKS.get(n).training_hooks is not Attack.training_hooks]
 SPEC = DatasetSpec("tiny3x8", channels=3, size=8, num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3)
 B = 45  # batch size: rho 0.1 → 4.5 backdoor rows per batch, so both roundings happen
-
-
-def cross_fraction(name: str, attack: Attack, rho: float) -> float:
-    """The expected fraction of CROSS rows per batch, per attack (a new training-controlled attack adds its own)."""
-    p = attack.params
-    return {
-        "wanet": lambda: p.cross_ratio * rho,  # noise mode
-        "inputaware": lambda: p.cross_ratio * rho,  # cross trigger
-        "bpp": lambda: p.neg_ratio,  # negative samples: a fraction of the batch, not of rho
-        "lira": lambda: 0.0,
-        "blind": lambda: 0.0,  # the copy has backdoor rows only
-    }[name]()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,12 +37,34 @@ class Recording(GradientStep):
     """A plain SGD step that keeps every batch it was given."""
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__(model, torch.optim.SGD(model.parameters(), lr=0.05))
+        super().__init__(torch.optim.SGD(model.parameters(), lr=0.05))
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def __call__(self, x, y):
+    def __call__(self, x, y, loss):
         self.batches.append((x.detach().clone(), y.clone()))
-        return super().__call__(x, y)
+        return super().__call__(x, y, loss)
+
+
+class Driven:
+    """Training hooks around an update, fed one batch at a time as the shared loop feeds them.
+
+    Epoch ``e`` starts (``on_epoch``) every ``batches_per_epoch`` batches; ``last`` is the hooks' last batch.
+    """
+
+    def __init__(self, model: nn.Module, hooks: TrainingHooks, update: Update, batches_per_epoch: int) -> None:
+        self.model, self.hooks, self.update, self.per_epoch = model, hooks, update, batches_per_epoch
+        self.step = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.step % self.per_epoch == 0:
+            self.hooks.on_epoch(self.step // self.per_epoch)
+        loss = train_step(self.model, x, y, self.update, self.hooks, self.step)
+        self.step += 1
+        return loss
+
+    @property
+    def last(self):
+        return self.hooks.last
 
 
 def tiny_model() -> nn.Module:
@@ -77,8 +87,7 @@ def prepared(name: str, seed: int, n_train: int, params: dict) -> tuple[Attack, 
     """The attack after ``prepare`` on ``n_train`` images, and the generator after it (cached: prepare is the slow part)."""
     key = (name, seed, n_train, tuple(sorted(params.items())))
     if key not in _PREPARED:
-        cls = ATTACKS.get(name)
-        attack = cls(cls.Params(**params), SPEC)
+        attack = create_attack(name, SPEC, **params)
         x, y = images(n_train, 1)
         gen = torch.Generator().manual_seed(seed)
         attack.prepare(LoadedDataset(SPEC, ImageSet(x, y), ImageSet(x[:10], y[:10])), AttackContext(Target(), 0.1, gen, torch.device("cpu")))
@@ -90,12 +99,12 @@ def prepared(name: str, seed: int, n_train: int, params: dict) -> tuple[Attack, 
 
 
 def controlled(name: str, target: Target = Target("all2one", 0), rho: float = 0.1, seed: int = 0, n_train: int = 32, **params):
-    """The attack prepared on ``n_train`` images, and its training update around a recording step."""
+    """The attack prepared on ``n_train`` images, and its training hooks driving a recording step."""
     attack, gen = prepared(name, seed, n_train, params)
     ctx = AttackContext(target, rho, gen, torch.device("cpu"))
     model = tiny_model()
     inner = Recording(model)
-    return attack, attack.training_update(inner, model, ctx), inner
+    return attack, Driven(model, attack.training_hooks(model, ctx), inner, steps_per_epoch(n_train, B)), inner
 
 
 def batches(count: int, seed: int = 2):
@@ -118,7 +127,7 @@ def test_the_training_controlled_attacks_are_registered():
 def test_backdoor_and_cross_rows_per_batch(name):
     """Per batch: floor or ceil of the expected count; on average the expected count."""
     attack, update, inner = controlled(name)
-    expected = {BACKDOOR: 0.1 * B, CROSS: cross_fraction(name, attack, 0.1) * B}
+    expected = {BACKDOOR: 0.1 * B, CROSS: attack.cross_fraction(0.1) * B}
     counts = {BACKDOOR: [], CROSS: []}
     for x, y in batches(24):
         update(x, y)
@@ -194,12 +203,14 @@ def test_labels_and_images_of_each_role(name, target):
 
 
 @pytest.mark.parametrize("name", CONTROLLED)
-def test_update_hands_on_the_classifier_optimizer_and_loss(name):
+def test_a_step_steps_the_classifier_and_returns_the_detached_batch_loss(name):
     _, update, inner = controlled(name)
-    assert update.optimizer is inner.optimizer
+    before = [p.detach().clone() for group in inner.optimizer.param_groups for p in group["params"]]
     x, y = next(batches(1))
     loss = update(x, y)
     assert loss.dim() == 0 and not loss.requires_grad and torch.isfinite(loss)
+    after = [p.detach() for group in inner.optimizer.param_groups for p in group["params"]]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "the classifier's optimiser stepped"
 
 
 @pytest.mark.parametrize("name", CONTROLLED)
@@ -305,12 +316,11 @@ def test_attack_stage_and_defense_stage_agree_on_the_trigger(name, tmp_path):
     xt, yt = images(30, 4)
     data = LoadedDataset(SPEC, ImageSet(x, y), ImageSet(xt, yt))
     params = ATTACKS.get(name).Params()
-    spec = AttackStageSpec(f"key-{name}", "tiny", "small_cnn", name, params, 0.1, Target("all2one", 0), 0,
-                           TrainConfig(epochs=1, batch_size=16, lr=0.05))
+    spec = AttackStageSpec("tiny", "small_cnn", name, params, 0.1, Target("all2one", 0), 0, TrainConfig(epochs=1, batch_size=16, lr=0.05))
     rng = torch.get_rng_state()
     outcome = run_attack_stage(spec, data, tmp_path / spec.key)
     assert torch.equal(torch.get_rng_state(), rng), "the attack stage does not draw from the global RNG"
     assert outcome.n_poison == 0
-    cell = DefenseStageSpec("cell", spec, "none", DEFENSES.get("none").Params(), clean_fraction=0.1)
+    cell = DefenseStageSpec(spec, "none", DEFENSES.get("none").Params(), clean_fraction=0.1)
     defended = run_defense_stage(cell, data, tmp_path / spec.key)
     assert defended.after == defended.before

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from bench.cells import expand, group_by_attack, stable_hash
+from bench.cells import expand, group_by_attack
+from bench.core.hashing import stable_id
 from bench.grid import load_grid
 
 GRID = """\
@@ -48,9 +49,17 @@ def test_ids_are_pinned(tmp_path):
     """The same grid gives these ids on any machine; a change here breaks every stored result."""
     cell = expand(load(tmp_path))[0]
     assert (cell.attack.name, cell.poison_ratio, cell.defense.name, cell.clean_fraction, cell.seed) == ("badnets", 0.1, "none", 0.05, 0)
-    assert stable_hash({"a": 1}) == "b941d3a1df2bda45"
+    assert stable_id({"a": 1}) == "b941d3a1df2bda45"
     assert cell.attack_key == "6a25abf8de33fdf6"
     assert cell.cell_id == "145bff8b73760be1"
+
+
+def test_a_cell_and_its_stage_specs_share_one_id_rule(tmp_path):
+    """The attack key is the attack-stage spec's own content hash; the cell id the defense-stage spec's."""
+    cell = expand(load(tmp_path))[0]
+    assert cell.attack_key == cell.attack_stage.key == cell.defense_stage.attack.key
+    assert cell.cell_id == cell.defense_stage.cell_id
+    assert cell.attack_stage.key == stable_id(cell.attack_stage.content())
 
 
 def test_explicit_defaults_do_not_change_ids(tmp_path):

@@ -3,54 +3,26 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
-from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core.archs import build_model
-from bench.core.data import Augmentation
-from bench.core.registry import DEFENSES
+from bench.core.params import field_values, smoke_values
+from bench.core.registry import DEFENSES, create_defense
 from bench.core.train import GradientStep
 from defenses.base import DefenseContext, DefenseOutput
-from defenses.ftsam import SAMStep
-
-# Cost-controlling parameters take these names in every defense's Params; a defense
-# whose Params has the field runs with this value in the registry-generated tests.
-SMALL = dict(epochs=2, batch_size=8, iterations=3, rounds=1, steps=2)
-
+from defenses.ftsam import LabelSmoothing, SAMStep
 
 def small_params(name: str, **extra):
+    """The defense's parameters at the smoke-run values it declares for its cost-controlling fields."""
     params_cls = DEFENSES.get(name).Params
-    fields = {f.name for f in dataclasses.fields(params_cls)}
-    return params_cls(**{k: v for k, v in {**SMALL, **extra}.items() if k in fields})
-
-
-@pytest.fixture
-def spec(make_spec):
-    return make_spec(channels=3, size=8, num_classes=10, augmentation=Augmentation(crop_padding=1, flip=True))
-
-
-@pytest.fixture
-def model(spec):
-    """A small_cnn whose BatchNorm statistics are not at their defaults, as after training."""
-    net = build_model("small_cnn", spec)
-    with torch.no_grad():
-        net.train()
-        net(torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
-    return net
-
-
-@pytest.fixture
-def clean(make_imageset):
-    return make_imageset(n=20, channels=3, size=8, num_classes=10, seed=1)
+    return params_cls(**{**smoke_values(params_cls), **extra})
 
 
 def run(name: str, model, clean, spec, seed: int = 0, **extra) -> DefenseOutput:
-    defense = DEFENSES.get(name)(small_params(name, **extra))
+    defense = create_defense(name, **field_values(small_params(name, **extra)))
     if defense.data == "none":
         clean = clean.subset(torch.empty(0, dtype=torch.int64))
     ctx = DefenseContext(spec=spec, generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"))
@@ -120,7 +92,7 @@ def test_fine_tuning_defenses_change_the_weights_and_report_losses(name, model, 
     after, before = snapshot(output.model), snapshot(model)
     changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
     assert any(k.endswith("weight") for k in changed)
-    assert len(output.epoch_losses) == SMALL["epochs"]
+    assert len(output.epoch_losses) == smoke_values(DEFENSES.get(name).Params)["epochs"]
     assert all(loss > 0 for loss in output.epoch_losses)
 
 
@@ -152,6 +124,16 @@ def batch(n: int = 8):
     return torch.rand(n, 3, 8, 8, generator=gen), torch.randint(0, 10, (n,), generator=gen)
 
 
+def ce(net: nn.Module):
+    """The loop's plain loss for ``net``: ``(x, y) → cross-entropy``."""
+    return lambda x, y: F.cross_entropy(net(x), y)
+
+
+def smoothed(net: nn.Module):
+    """FT-SAM's loss for ``net``: cross-entropy with label smoothing 0.1."""
+    return lambda x, y: LabelSmoothing(0.1).loss(net, x, y)
+
+
 def bn_running_stats(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items() if "running_" in k}
 
@@ -161,8 +143,8 @@ def test_sam_step_restores_the_weights_it_perturbs(adaptive, model):
     """With a zero learning rate the optimiser does nothing, so every parameter must be back where it was."""
     net = copy.deepcopy(model).train()
     before = {k: v.clone() for k, v in net.named_parameters()}
-    step = SAMStep(net, torch.optim.SGD(net.parameters(), lr=0.0), rho=2.0, adaptive=adaptive, loss_fn=F.cross_entropy)
-    step(*batch())
+    step = SAMStep(net, torch.optim.SGD(net.parameters(), lr=0.0), rho=2.0, adaptive=adaptive)
+    step(*batch(), ce(net))
     after = dict(net.named_parameters())
     assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in before)
 
@@ -170,8 +152,8 @@ def test_sam_step_restores_the_weights_it_perturbs(adaptive, model):
 def test_sam_step_updates_batchnorm_statistics_once_at_the_unperturbed_weights(model):
     x, y = batch()
     sam_net, plain_net = copy.deepcopy(model).train(), copy.deepcopy(model).train()
-    step = SAMStep(sam_net, torch.optim.SGD(sam_net.parameters(), lr=0.0), rho=2.0, adaptive=True, loss_fn=F.cross_entropy)
-    step(x, y)
+    step = SAMStep(sam_net, torch.optim.SGD(sam_net.parameters(), lr=0.0), rho=2.0, adaptive=True)
+    step(x, y, ce(sam_net))
     with torch.no_grad():
         plain_net(x)  # one forward at θ: what the running statistics should have seen
     sam_stats, plain_stats = bn_running_stats(sam_net), bn_running_stats(plain_net)
@@ -183,8 +165,8 @@ def test_sam_step_updates_batchnorm_statistics_once_at_the_unperturbed_weights(m
 def test_sam_perturbation_has_radius_rho(adaptive, model):
     """SAM: ‖ε‖ = ρ. Adaptive SAM: ‖ε / |θ|‖ = ρ (the ball is measured in the scaled coordinates)."""
     net = copy.deepcopy(model).train()
-    step = SAMStep(net, torch.optim.SGD(net.parameters(), lr=0.0), rho=0.5, adaptive=adaptive, loss_fn=F.cross_entropy)
-    step._loss_and_grad(*batch())
+    step = SAMStep(net, torch.optim.SGD(net.parameters(), lr=0.0), rho=0.5, adaptive=adaptive)
+    step._loss_and_grad(*batch(), ce(net))
     eps = step._perturbation()
     pairs = [(p, e) for p, e in zip(step.params, eps) if e is not None]
     assert len(pairs) == len(step.params)
@@ -199,9 +181,8 @@ def test_sam_perturbation_has_radius_rho(adaptive, model):
 def test_sam_step_takes_a_different_step_from_plain_sgd(model):
     x, y = batch()
     sam_net, sgd_net = copy.deepcopy(model).train(), copy.deepcopy(model).train()
-    loss_fn = partial(F.cross_entropy, label_smoothing=0.1)
-    SAMStep(sam_net, torch.optim.SGD(sam_net.parameters(), lr=0.1), rho=2.0, adaptive=True, loss_fn=loss_fn)(x, y)
-    GradientStep(sgd_net, torch.optim.SGD(sgd_net.parameters(), lr=0.1), loss_fn)(x, y)
+    SAMStep(sam_net, torch.optim.SGD(sam_net.parameters(), lr=0.1), rho=2.0, adaptive=True)(x, y, smoothed(sam_net))
+    GradientStep(torch.optim.SGD(sgd_net.parameters(), lr=0.1))(x, y, smoothed(sgd_net))
     assert not same_weights(snapshot(sam_net), snapshot(sgd_net))
 
 
@@ -210,11 +191,5 @@ def test_sam_step_returns_the_loss_at_the_unperturbed_weights(model):
     net = copy.deepcopy(model).train()
     with torch.no_grad():
         expected = F.cross_entropy(copy.deepcopy(net)(x), y)
-    loss = SAMStep(net, torch.optim.SGD(net.parameters(), lr=0.1), rho=2.0, adaptive=True, loss_fn=F.cross_entropy)(x, y)
+    loss = SAMStep(net, torch.optim.SGD(net.parameters(), lr=0.1), rho=2.0, adaptive=True)(x, y, ce(net))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-@pytest.mark.parametrize("bad", [dict(rho=0.0), dict(rho=-1.0), dict(label_smoothing=1.0), dict(epochs=0), dict(lr=0.0)])
-def test_ftsam_params_reject_bad_values(bad):
-    with pytest.raises(ValueError):
-        DEFENSES.get("ftsam").Params(**bad)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 import torch
@@ -85,7 +84,7 @@ def test_grid_metrics_are_validated_and_change_cell_ids(tmp_path):
     measured = expand(load_grid(path))
     assert [c.attack_key for c in plain] == [c.attack_key for c in measured]  # models are reused
     assert {c.cell_id for c in plain}.isdisjoint({c.cell_id for c in measured})
-    assert measured[0].defense_stage().extra_metrics == ("mia", "sharpness")
+    assert measured[0].defense_stage.extra_metrics == ("mia", "sharpness")
     path.write_text(VALID + "metrics: [mai]\n")
     with pytest.raises(GridError, match=r"metrics\[0\]: unknown metric 'mai'; did you mean 'mia'"):
         load_grid(path)

@@ -58,7 +58,7 @@ def test_valid_grid_loads_with_typed_params(tmp_path):
         ("poison_ratios: [0.1]", "poison_ratios: [0.1, 1.5]", ["poison_ratios[1]", "less than or equal to 1", "1.5"]),
         ("poison_ratios: [0.1]", "poison_ratios: [0]", ["poison_ratios[0]", "greater than 0"]),
         ("clean_fractions: [0.05]", "clean_fractions: [-0.05]", ["clean_fractions[0]", "greater than 0"]),
-        ("{name: blended, alpha: 0.1}", "{name: blended, alpha: 1.5}", ["attacks[1]: alpha must be in (0, 1], got 1.5"]),
+        ("{name: blended, alpha: 0.1}", "{name: blended, alpha: 1.5}", ["attacks[1].alpha: alpha must be in (0, 1], got 1.5"]),
         ("{name: ft, epochs: 1}", "{name: ft, epochs: many}", ["defenses[1].epochs", "valid integer", "'many'"]),
         ("seeds: [0]", "seeds: []", ["seeds", "at least 1 item"]),
         ("defenses: [none, {name: ft, epochs: 1}]", "defenses: []", ["defenses", "at least 1 item"]),

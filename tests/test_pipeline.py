@@ -35,7 +35,6 @@ CLEAN_FRACTION = 0.05
 
 def attack_spec(**changes) -> AttackStageSpec:
     spec = AttackStageSpec(
-        key="pipeline-test",
         dataset="digits",
         arch="small_cnn",
         attack="badnets",
@@ -48,10 +47,8 @@ def attack_spec(**changes) -> AttackStageSpec:
     return replace(spec, **changes)
 
 
-def defense_spec(attack: AttackStageSpec, name: str, params: object, cell_id: str | None = None) -> DefenseStageSpec:
-    return DefenseStageSpec(
-        cell_id=cell_id or f"cell-{name}", attack=attack, defense=name, defense_params=params, clean_fraction=CLEAN_FRACTION
-    )
+def defense_spec(attack: AttackStageSpec, name: str, params: object) -> DefenseStageSpec:
+    return DefenseStageSpec(attack=attack, defense=name, defense_params=params, clean_fraction=CLEAN_FRACTION)
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +131,8 @@ class _Diverges(Defense):
         raise TrainingDiverged(3, [2.3, 1.9, 1.7, math.nan])
 
 
-class _OnlyDiverging:
-    def get(self, name):
-        return _Diverges
-
-
 def test_diverging_defense_is_reported_not_raised(attacked, monkeypatch):
-    monkeypatch.setattr(bench.core.pipeline, "DEFENSES", _OnlyDiverging())
+    monkeypatch.setattr(bench.core.pipeline, "create_defense", lambda name, **params: _Diverges(_Diverges.Params()))
     spec = defense_spec(attacked["spec"], "ft", _Diverges.Params())
     outcome = run_defense_stage(spec, attacked["data"], attacked["dir"])
     assert outcome.status == "diverged"
@@ -172,7 +164,7 @@ def test_attack_stage_is_reproducible(attacked, tmp_path):
 def test_attack_stage_does_not_touch_the_global_cuda_generator(tmp_path):
     torch.cuda.init()
     before = torch.cuda.get_rng_state_all()
-    spec = attack_spec(key="cuda-rng", train=TrainConfig(epochs=1, batch_size=256, lr=0.05))
+    spec = attack_spec(train=TrainConfig(epochs=1, batch_size=256, lr=0.05))
     run_attack_stage(spec, load_dataset("digits", DataOptions(root=tmp_path, download=False)), tmp_path / "artifact")
     after = torch.cuda.get_rng_state_all()
     assert all(torch.equal(a, b) for a, b in zip(before, after))

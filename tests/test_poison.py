@@ -20,7 +20,7 @@ from bench.core.poison import (
     poison_training_set,
     target_labels,
 )
-from bench.core.registry import ATTACKS
+from bench.core.registry import ATTACKS, create_attack
 from bench.core.train import GradientStep, TrainConfig
 from bench.core.train import train as train_model
 
@@ -167,8 +167,7 @@ def test_clean_label_poisoning_keeps_the_labels(train):
 
 def ready(name: str, spec, **params):
     """The attack as after its attack stage: prepared on a tiny set, trained a few batches through its training control."""
-    cls = ATTACKS.get(name)
-    attack = cls(cls.Params(**params), spec)
+    attack = create_attack(name, spec, **params)
     gen = torch.Generator().manual_seed(11)
     x = torch.randint(0, 256, (32, spec.channels, spec.size, spec.size), generator=gen, dtype=torch.uint8)
     y = torch.arange(32) % spec.num_classes
@@ -176,8 +175,9 @@ def ready(name: str, spec, **params):
     ctx = AttackContext(Target("all2one", 0), 0.25, torch.Generator().manual_seed(0), torch.device("cpu"))
     attack.prepare(data, ctx)
     model = build_net(lambda: nn.Sequential(nn.Flatten(), nn.Linear(spec.channels * spec.size**2, spec.num_classes)), gen)
-    update = attack.training_update(GradientStep(model, torch.optim.SGD(model.parameters(), lr=0.1)), model, ctx)
-    train_model(model, data.train, TrainConfig(epochs=1, batch_size=16), spec.augmentation, gen, update)
+    update = GradientStep(torch.optim.SGD(model.parameters(), lr=0.1))
+    hooks = attack.training_hooks(model, ctx)
+    train_model(model, data.train, TrainConfig(epochs=1, batch_size=16, lr=0.1), spec.augmentation, gen, update, hooks)
     return attack
 
 
@@ -221,7 +221,7 @@ def test_attacks_that_poison_no_dataset_control_training_instead(name):
     """An attack with an empty poison index must poison batches, or it would train a clean model."""
     cls = ATTACKS.get(name)
     if not cls.poisons_dataset:
-        assert cls.training_update is not Attack.training_update
+        assert cls.training_hooks is not Attack.training_hooks
         assert not cls.clean_label
 
 

@@ -4,22 +4,25 @@
 ``[K]``), ``attack_state.pt`` (what the test-time trigger needs; often empty) and
 ``meta.json`` (metrics, counts and the sha256 of the tensor files). A
 directory appears complete or not at all (written beside, then renamed), and is
-trusted only after its hashes check out.
+trusted only after its hashes check out. Loading reads each file once: the bytes it
+hashes are the bytes it deserialises.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from bench.core.files import staging_folder
 
 TENSOR_FILES = ("model.pt", "poison_index.pt", "attack_state.pt")
 
@@ -53,9 +56,7 @@ def save_artifact(
 ) -> None:
     """Write the artifact atomically; an existing verified artifact of the same key is kept."""
     directory = Path(directory)
-    staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    try:
+    with staging_folder(directory) as staging:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, staging / "model.pt")
         torch.save(poison_index.cpu(), staging / "poison_index.pt")
         torch.save({k: v.detach().cpu() for k, v in (attack_state or {}).items()}, staging / "attack_state.pt")
@@ -66,9 +67,6 @@ def save_artifact(
                 return
             shutil.rmtree(directory)
         os.rename(staging, directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -89,12 +87,19 @@ def verify_artifact(directory: Path) -> bool:
 
 
 def load_artifact(directory: Path) -> Artifact:
-    """Load a verified artifact (``torch.load(weights_only=True)``); raise ``ArtifactError`` otherwise."""
-    if not verify_artifact(directory):
-        raise ArtifactError(f"artifact {directory} is missing or fails its sha256 check")
-    return Artifact(
-        state_dict=torch.load(Path(directory) / "model.pt", weights_only=True, map_location="cpu"),
-        poison_index=torch.load(Path(directory) / "poison_index.pt", weights_only=True, map_location="cpu"),
-        attack_state=torch.load(Path(directory) / "attack_state.pt", weights_only=True, map_location="cpu"),
-        meta=read_meta(directory),
-    )
+    """Load a verified artifact (``torch.load(weights_only=True)``, on the CPU); raise ``ArtifactError`` otherwise.
+
+    Each tensor file is read once; its bytes are checked against ``meta.json`` and then deserialised.
+    """
+    meta = read_meta(directory)
+    tensors = {}
+    for name in TENSOR_FILES:
+        path = Path(directory) / name
+        try:
+            blob = path.read_bytes()
+        except OSError as error:
+            raise ArtifactError(f"artifact file {path} is unreadable: {error}") from error
+        if hashlib.sha256(blob).hexdigest() != meta.get("sha256", {}).get(name):
+            raise ArtifactError(f"artifact {directory} is missing or fails its sha256 check ({name})")
+        tensors[name] = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+    return Artifact(tensors["model.pt"], tensors["poison_index.pt"], tensors["attack_state.pt"], meta)

@@ -1,4 +1,4 @@
-"""In-memory image sets and the facts a dataset declares about itself."""
+"""In-memory image sets, the facts a dataset declares about itself, and the uint8 ↔ float conversion."""
 
 from __future__ import annotations
 
@@ -7,6 +7,18 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 images → a new float32 tensor in [0, 1] (``x / 255``), the domain of models and float triggers."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {x.dtype}")
+    return x.float().div_(255)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Float images in [0, 1] → uint8: ``x · 255`` rounded to nearest and clamped to [0, 255] (never wraps around)."""
+    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.core.data import ImageSet
+from bench.core.data import ImageSet, to_float
+from bench.core.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,12 @@ def draw_probe(clean_train: ImageSet, test: ImageSet, gen: torch.Generator, size
 @torch.no_grad()
 def per_sample_loss(model: nn.Module, data: ImageSet, batch_size: int = 512) -> Tensor:
     """Cross-entropy of each image, float32 ``[N]``, in eval mode."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    losses = [
-        F.cross_entropy(model(data.x[i : i + batch_size].to(device).float() / 255), data.y[i : i + batch_size].to(device), reduction="none")
-        for i in range(0, len(data), batch_size)
-    ]
-    model.train(was_training)
+    with eval_mode(model):
+        losses = [
+            F.cross_entropy(model(to_float(x.to(device))), y.to(device), reduction="none")
+            for x, y in ((data.x[i : i + batch_size], data.y[i : i + batch_size]) for i in range(0, len(data), batch_size))
+        ]
     return torch.cat(losses).float().cpu()
 
 
@@ -72,11 +71,14 @@ def mia_advantage(model: nn.Module, probe: Probe) -> float:
 
 def top_hessian_eigenvalue(model: nn.Module, probe: Probe, iterations: int = 20, gen_seed: int = 0) -> float:
     """Largest-magnitude eigenvalue of ∇²L on ``probe.hessian_batch`` by power iteration (eval mode)."""
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        return _power_iteration(model, probe, iterations, gen_seed)
+
+
+def _power_iteration(model: nn.Module, probe: Probe, iterations: int, gen_seed: int) -> float:
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    x = probe.hessian_batch.x.to(device).float() / 255
+    x = to_float(probe.hessian_batch.x.to(device))
     loss = F.cross_entropy(model(x), probe.hessian_batch.y.to(device))
     grads = torch.autograd.grad(loss, params, create_graph=True)
     gen = torch.Generator().manual_seed(gen_seed)
@@ -88,7 +90,6 @@ def top_hessian_eigenvalue(model: nn.Module, probe: Probe, iterations: int = 20,
         hvp = torch.autograd.grad(grads, params, grad_outputs=vector, retain_graph=True)
         eigenvalue = float(sum((h * v).sum() for h, v in zip(hvp, vector)))
         vector = [h.detach() for h in hvp]
-    model.train(was_training)
     return eigenvalue
 
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.core.device import autocast
-from bench.core.data import ImageSet
+from bench.core.modes import eval_mode
+from bench.core.data import ImageSet, to_float
 from bench.core.poison import BackdoorTestSet
 
 
@@ -40,14 +41,11 @@ def logits(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
 
     On the model's device, in autocast's precision there; the training mode is restored.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     outputs = []
-    with autocast(device):
+    with eval_mode(model), autocast(device):
         for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start : start + batch_size].to(device).float().div_(255)))
-    model.train(was_training)
+            outputs.append(model(to_float(x[start : start + batch_size].to(device))))
     return torch.cat(outputs) if outputs else torch.empty(0, 0, device=device)
 
 

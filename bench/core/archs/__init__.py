@@ -2,11 +2,13 @@
 
 An architecture is a factory ``(spec: DatasetSpec) -> nn.Module`` returning a network
 that takes normalised float images ``[N, C, H, W]``. ``build_model`` wraps it so the
-model takes pixel values in [0, 1] and normalises on the device.
+model takes pixel values in [0, 1] and normalises on the device. A module may declare
+``HEAVY = True``: an ImageNet-scale network, slow on a CPU (``is_heavy``).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import torch
@@ -34,3 +36,8 @@ def build_seeded_model(arch: str, spec: DatasetSpec, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return build_model(arch, spec)
+
+
+def is_heavy(arch: str) -> bool:
+    """Whether the registered ``arch`` declares itself ImageNet-scale (its module's ``HEAVY``)."""
+    return bool(getattr(importlib.import_module(ARCHS.get(arch).__module__), "HEAVY", False))

@@ -24,6 +24,9 @@ from bench.core.data import DatasetSpec
 from bench.core.registry import ARCHS
 
 
+HEAVY = True  # ImageNet-scale: seconds per CPU training step even at 16×16
+
+
 @ARCHS.register("convnext_tiny")
 def convnext_tiny(spec: DatasetSpec) -> nn.Module:
     model = models.convnext_tiny(weights=None, num_classes=spec.num_classes)

@@ -24,6 +24,9 @@ from bench.core.data import DatasetSpec
 from bench.core.registry import ARCHS
 
 
+HEAVY = True  # ImageNet-scale: seconds per CPU training step even at 16×16
+
+
 @ARCHS.register("densenet161")
 def densenet161(spec: DatasetSpec) -> nn.Module:
     model = models.densenet161(weights=None, num_classes=spec.num_classes)

@@ -33,6 +33,9 @@ def _unstride_first_downsampling(features: nn.Sequential) -> None:
     raise ValueError("no stride-2 conv after the stem")
 
 
+HEAVY = True  # ImageNet-scale: seconds per CPU training step even at 16×16
+
+
 @ARCHS.register("efficientnet_b3")
 def efficientnet_b3(spec: DatasetSpec) -> nn.Module:
     model = models.efficientnet_b3(weights=None, num_classes=spec.num_classes)

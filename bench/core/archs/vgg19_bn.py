@@ -26,6 +26,9 @@ from bench.core.data import DatasetSpec
 from bench.core.registry import ARCHS
 
 
+HEAVY = True  # ImageNet-scale: seconds per CPU training step even at 16×16
+
+
 @ARCHS.register("vgg19_bn")
 def vgg19_bn(spec: DatasetSpec) -> nn.Module:
     model = models.vgg19_bn(weights=None, num_classes=spec.num_classes)

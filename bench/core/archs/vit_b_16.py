@@ -33,6 +33,9 @@ from bench.core.registry import ARCHS
 IMAGE_SIZE = 224  # side the ViT sees, whatever the dataset's
 
 
+HEAVY = True  # ImageNet-scale: seconds per CPU training step even at 16×16
+
+
 @ARCHS.register("vit_b_16")
 def vit_b_16(spec: DatasetSpec) -> nn.Module:
     vit = models.vit_b_16(weights=None, num_classes=spec.num_classes, image_size=IMAGE_SIZE)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import torch
 from PIL import Image
 
 from bench.core.data import DatasetUnavailableError, ImageSet
+from bench.core.files import atomic_write, staging_folder
 
 CACHE_FOLDER = "bench-cache"
 _CACHE_FORMAT = 1  # bump when the stored layout changes
@@ -64,13 +63,9 @@ def extract(archive: Path, dest: Path) -> None:
     """Extract ``archive`` into ``dest`` (torchvision's extractors), via a staging folder in ``dest``."""
     from torchvision.datasets.utils import extract_archive
 
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".partial", dir=dest))
-    try:
+    with staging_folder(dest / archive.name) as staging:
         extract_archive(str(archive), str(staging))
         _move_into(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _move_into(source: Path, dest: Path) -> None:
@@ -209,19 +204,9 @@ def _read(path: Path, key: str) -> tuple[ImageSet, ImageSet] | None:
 
 
 def _write(path: Path, stem: str, key: str, train: ImageSet, test: ImageSet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            blob = {"format": _CACHE_FORMAT, "key": key}
-            blob.update(train_x=train.x, train_y=train.y, test_x=test.x, test_y=test.y)
-            torch.save(blob, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    blob = {"format": _CACHE_FORMAT, "key": key}
+    blob.update(train_x=train.x, train_y=train.y, test_x=test.x, test_y=test.y)
+    atomic_write(path, lambda out: torch.save(blob, out))
     for stale in path.parent.glob(f"{stem}-*.pt"):  # older versions of the same dataset
         if stale != path:
             stale.unlink(missing_ok=True)
