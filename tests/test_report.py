@@ -1,6 +1,7 @@
-"""Reports: leaderboard values against hand-computed means and stds, missing and failed
-cells, bolding, average ranks, the cost row, metric selection, filters, LaTeX escaping
-and structure, the tidy CSV, the JSON dump, provenance, and the figures.
+"""Reports: the leaderboard frame, leaderboard values against hand-computed means and stds
+(to the bit where JSON shows every bit), missing and failed cells, bolding, average ranks,
+the cost row, metric selection, filters, LaTeX escaping and structure, the tidy CSV, the
+JSON dump, provenance, and the figures.
 
 The files written, the LaTeX compile and the HTML render are in test_report_render.py."""
 
@@ -16,10 +17,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import FORMATS, ReportOptions, leaderboard_tables, render, render_files, select_rows, write_report
+from bench.report import (
+    FORMATS,
+    ReportOptions,
+    leaderboard,
+    leaderboard_tables,
+    render,
+    render_files,
+    select_rows,
+    write_report,
+)
 from bench.report.plots import _scatter_points, make_plots, scatter_figure, sensitivity_figure
 from bench.report.provenance import provenance
-from bench.report.tables import aggregate
+from bench.report.tables import STATISTICS, aggregate
 
 BLENDED = "blended(alpha=0.1)"
 DEFENSES = {"none": "none", "ft": "ft", "ftsam": "ftsam(rho=2.0)"}  # grid name → label
@@ -126,6 +136,58 @@ def test_one_table_per_setting_with_attacks_and_average_as_rows():
     assert all(t.metrics == METRICS for t in tables)
 
 
+def test_leaderboard_is_one_frame_with_an_average_row_per_table():
+    options = ReportOptions(metrics=("der", "acc"), rank_by="asr", cost=True)
+    frame = leaderboard(results(), options)
+    assert list(frame.index.names) == ["dataset", "arch", "poison_ratio", "clean_fraction", "attack"]
+    assert list(frame.columns.names) == ["defense", "metric", "statistic"]
+    assert list(frame.columns.unique("defense")) == ["none", "ft", "ftsam(rho=2.0)"]
+    # the shown metrics in order, then the rank metric, then the cost
+    assert list(frame.columns.unique("metric")) == ["der", "acc_after", "asr_after", "defense_seconds"]
+    assert list(frame.columns.unique("statistic")) == list(STATISTICS)
+    table = frame.loc[("cifar10", "preactresnet18", 0.1, 0.05)]
+    assert list(table.index) == ["badnets", BLENDED, "Average"]
+    assert table.loc["badnets", ("ft", "acc_after", "bold")] and not table.loc["badnets", ("none", "acc_after", "bold")]
+    assert table.loc[BLENDED, ("ftsam(rho=2.0)", "der", "status")] == "failed"
+    assert math.isnan(table.loc["Average", ("ftsam(rho=2.0)", "der", "mean")])  # blended failed: no average
+    assert table.loc["Average", ("ft", "der", "mean")] == pytest.approx((0.91 + 0.79) / 2)
+    # ASR ranks on badnets only (blended/ftsam failed): ftsam 4.0 beats ft 11.0
+    assert table.loc["badnets", ("ft", "asr_after", "rank")] == 2.0
+    assert table.loc["Average", ("ftsam(rho=2.0)", "asr_after", "rank")] == 1.0
+    assert table.loc["Average", ("ftsam(rho=2.0)", "asr_after", "rank_bold")]
+    assert table.loc["Average", ("ft", "defense_seconds", "mean")] == pytest.approx(11.5)  # 10, 12, 11, 13
+    assert table.loc["Average", ("ft", "defense_seconds", "n_seeds")] == 4
+
+
+def test_a_defense_without_rows_in_a_table_is_left_out_of_it():
+    extra = results().query("defense == 'ft' and clean_fraction == 0.05").assign(defense="anp", defense_label="anp")
+    df = pd.concat([results(), extra], ignore_index=True)
+    frame = leaderboard(df)
+    assert frame.loc[("cifar10", "preactresnet18", 0.1, 0.01), ("anp", "der", "status")].isna().all()
+    assert {t.clean_fraction: t.defenses[-1] for t in leaderboard_tables(df)} == {0.01: "ftsam(rho=2.0)", 0.05: "anp"}
+
+
+def test_values_are_compared_as_shown_rounded_as_python_rounds():
+    # 100 × 0.0215 shows 2.1 (Python rounds the binary value; numpy's round gives 2.2): a tie with 0.0205
+    (table,) = leaderboard_tables(small({("a1", "none"): 0.5, ("a1", "d1"): 0.0215, ("a1", "d2"): 0.0205}))
+    assert table.statistic("bold").loc["a1", [("d1", "der"), ("d2", "der")]].all()
+    assert dict(table.ranks) == {"d1": 1.5, "d2": 1.5}
+
+
+def test_average_adds_the_attack_means_in_order():
+    der = {(a, d): v for a, value in (("a1", 0.1), ("a2", 0.2), ("a3", 0.3)) for d, v in (("none", 0.5), ("d1", value))}
+    (table,) = json.loads(render(small(der), "json"))["tables"]
+    average = next(e for e in table["entries"] if (e["attack"], e["defense"], e["metric"]) == ("Average", "d1", "der"))
+    assert average["mean"] == (0.1 + 0.2 + 0.3) / 3  # to the bit; a compensated sum gives 0.19999999999999998
+
+
+def test_seed_statistics_match_a_plain_series_to_the_bit():
+    values = np.random.default_rng(13).random(7)  # grouped kernels differ here in the last place
+    df = pd.concat([small({("a1", "d1"): v}).assign(seed=seed) for seed, v in enumerate(values)])
+    (row,) = aggregate(df, ("der",)).itertuples()
+    assert (row.mean, row.std, row.n_seeds) == (pd.Series(values).mean(), pd.Series(values).std(), 7)
+
+
 def test_baseline_first_whatever_the_row_order():
     tables = leaderboard_tables(results().iloc[::-1])
     assert tables[0].defenses == ("none", "ftsam(rho=2.0)", "ft")
@@ -203,7 +265,7 @@ RANKED = {  # DER; ranks per attack in the comments (1 = best)
 
 def test_average_rank_over_attacks_with_shared_ranks_for_ties():
     (table,) = leaderboard_tables(small(RANKED))
-    assert set(table.ranks) == {"d1", "d2", "d3"}  # the baseline is not ranked
+    assert set(table.ranks.index) == {"d1", "d2", "d3"}  # the baseline is not ranked
     assert table.ranks["d1"] == pytest.approx((1 + 3 + 2) / 3)
     assert table.ranks["d2"] == pytest.approx((2.5 + 1 + 2) / 3)
     assert table.ranks["d3"] == pytest.approx((2.5 + 2 + 2) / 3)
@@ -235,14 +297,14 @@ def test_ranks_count_only_attacks_where_every_defense_has_a_result():
     df = results()
     df = df[~(df["attack_label"].eq("badnets") & df["defense"].eq("ft") & df["poison_ratio"].eq(0.1) & df["clean_fraction"].eq(0.05))]
     (table,) = [t for t in leaderboard_tables(df) if (t.poison_ratio, t.clean_fraction) == (0.1, 0.05)]
-    assert table.rank_attacks == () and all(math.isnan(r) for r in table.ranks.values()) and not table.rank_bold
+    assert table.rank_attacks == () and table.ranks.isna().all() and not table.rank_bold
     assert table_of(render(df, "markdown"), 0.1, 0.05)["Avg. rank (DER, 0 of 2 attacks)"]["ft: C-Acc"] == "—"
 
 
 def test_only_the_baseline_means_no_rank_row():
     df = small({("a1", "none"): 0.5})
     (table,) = leaderboard_tables(df)
-    assert not table.ranks
+    assert table.ranks.empty
     assert not any(row.startswith("Avg. rank") for row in markdown_tables(render(df, "markdown"))["d, a, poison ratio 0.1, clean fraction 0.05"])
 
 
@@ -252,11 +314,11 @@ def test_only_the_baseline_means_no_rank_row():
 def test_cost_row_is_mean_defense_seconds_over_ok_rows():
     options = ReportOptions(cost=True)
     tables = {(t.poison_ratio, t.clean_fraction): t for t in leaderboard_tables(results(), options)}
-    full = tables[(0.1, 0.01)].cost
-    assert full["ft"].mean == pytest.approx((10 + 12 + 11 + 13) / 4) and full["ft"].n_seeds == 4
-    assert full["none"].mean == pytest.approx((0.5 + 2.5 + 1.5 + 3.5) / 4)
-    assert tables[(0.1, 0.05)].cost["ftsam(rho=2.0)"].mean == pytest.approx((20 + 22) / 2)  # failed rows' 99 s left out
-    assert tables[(0.01, 0.01)].cost["ft"].mean == pytest.approx((10 + 12) / 2)  # blended/ft missing
+    full = tables[(0.1, 0.01)].cost  # defense → mean, std, n_seeds, status
+    assert full.loc["ft", "mean"] == pytest.approx((10 + 12 + 11 + 13) / 4) and full.loc["ft", "n_seeds"] == 4
+    assert full.loc["none", "mean"] == pytest.approx((0.5 + 2.5 + 1.5 + 3.5) / 4)
+    assert tables[(0.1, 0.05)].cost.loc["ftsam(rho=2.0)", "mean"] == pytest.approx((20 + 22) / 2)  # failed rows' 99 s left out
+    assert tables[(0.01, 0.01)].cost.loc["ft", "mean"] == pytest.approx((10 + 12) / 2)  # blended/ft missing
     text = render(results(), "markdown", options)
     row = table_of(text, 0.1, 0.05)["Defense time (s)"]
     assert [row[f"{d}: C-Acc"] for d in DEFENSES.values()] == ["2.0", "11.5", "21.0"]

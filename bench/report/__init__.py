@@ -3,7 +3,8 @@
 ``render(df, fmt, options)`` gives the leaderboard as text in one of ``FORMATS``;
 ``write_report(df, out_dir, fmt, options, grid_text=...)`` writes the format's files
 (``FORMATS[fmt].files``) next to the plots (PNG and PDF). ``select_rows`` applies the
-command line's filters; ``leaderboard_tables(df, options)`` gives the tables as data.
+command line's filters; ``leaderboard(df, options)`` gives the leaderboard as one frame,
+``leaderboard_tables(df, options)`` as one view of it per table.
 
 Files per format: markdown ``leaderboard.md``; latex ``leaderboard.tex`` (fragment for
 ``\\input``) and ``leaderboard_standalone.tex``; csv ``leaderboard.csv`` (tidy);
@@ -23,24 +24,16 @@ import pandas as pd
 
 from bench.report.html import Image, to_html
 from bench.report.plots import DPI, IMAGE_FORMATS, Plot, make_plots, save
-from bench.report.tables import (
-    METRICS,
-    LeaderboardTable,
-    ReportOptions,
-    leaderboard_tables,
-    to_csv,
-    to_json,
-    to_latex,
-    to_latex_standalone,
-    to_markdown,
-)
+from bench.report.tables import METRICS, ReportOptions, Table, leaderboard, leaderboard_tables
+from bench.report.text import to_csv, to_json, to_latex, to_latex_standalone, to_markdown
 
 __all__ = [
     "FORMATS",
     "METRICS",
     "Format",
-    "LeaderboardTable",
     "ReportOptions",
+    "Table",
+    "leaderboard",
     "leaderboard_tables",
     "render",
     "render_files",

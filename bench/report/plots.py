@@ -64,23 +64,12 @@ def make_plots(df: pd.DataFrame) -> list[Plot]:
     return [*sensitivity_plots(tidy, attacks, defenses), *scatter_plots(tidy, attacks, defenses)]
 
 
-def write_plots(
-    df: pd.DataFrame, out_dir: Path, image_formats: Sequence[str] = IMAGE_FORMATS
-) -> list[Path]:
-    """Write every figure of ``df`` (result rows) into ``out_dir``; return the paths.
-
-    Names: ``<asr|acc>_vs_<axis>_<dataset>_<arch>_<other axis>-<value>.<ext>`` (a
-    sensitivity figure whose x axis has fewer than two values with results is not made)
-    and ``scatter_acc_asr_<dataset>_<arch>.<ext>``.
-    """
-    written: list[Path] = []
-    for plot in make_plots(df):
-        written += save(plot, Path(out_dir), image_formats)
-    return written
-
-
 def save(plot: Plot, out_dir: Path, image_formats: Sequence[str] = IMAGE_FORMATS) -> list[Path]:
     """Save ``plot`` into ``out_dir`` once per image format; return the paths.
+
+    Names: ``<asr|acc>_vs_<axis>_<dataset>_<arch>_<other axis>-<value>.<ext>`` for a
+    sensitivity figure (one whose x axis has fewer than two values with results is not
+    made) and ``scatter_acc_asr_<dataset>_<arch>.<ext>``.
 
     The constrained layout is computed for the first format and kept for the others
     (it is a third of the drawing time).
