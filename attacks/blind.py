@@ -82,7 +82,6 @@ from bench.core.train import TrainingHooks, cross_entropy
 
 # 1: white, 0: black, -1: not stamped (backdoors101's ``mask_value``)
 PATTERN = ((1, 0, 1), (-1, 1, -1), (-1, -1, 0), (-1, 1, -1), (1, 0, 1))
-NORMALIZERS = ("loss+", "loss", "l2", "none")
 
 
 _BB = "config/attack/blind/default.yaml"
@@ -104,10 +103,6 @@ class BlindParams(Params):
     """the attack runs while the mean main-task loss over warmup_batches is below this"""
 
     def check(self) -> None:
-        if self.loss_balance not in ("mgda", "fixed"):
-            raise ParamError("loss_balance", f"loss_balance must be 'mgda' or 'fixed', got {self.loss_balance!r}")
-        if self.mgda_normalize not in NORMALIZERS:
-            raise ParamError("mgda_normalize", f"mgda_normalize must be one of {NORMALIZERS}, got {self.mgda_normalize!r}")
         if self.backdoor_weight + self.normal_weight <= 0:
             raise ParamError("backdoor_weight", "backdoor_weight and normal_weight cannot both be 0")
 

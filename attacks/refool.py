@@ -60,13 +60,12 @@ from torch import Tensor
 from attacks._generators import apply_float
 from attacks.base import CleanLabelAttack
 from bench.core.data import DatasetSpec
-from bench.core.params import BackdoorBench, BenchOwn, ParamError, Params, Range
+from bench.core.params import BackdoorBench, BenchOwn, Params, Range
 from bench.core.registry import ATTACKS
 from bench.core.seeding import make_generator
 
 GAMMA = 2.2
 SPECTRAL_SLOPE = 1.5  # amplitude ∝ 1/f^1.5: between natural images (1/f) and a smoother, out-of-focus look
-KINDS = ("ghost", "focus")
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,6 @@ class RefoolParams(Params):
     """weight of the image in linear light; the reflection gets the rest"""
     reflection_seed: Annotated[int, Range("any"), BenchOwn("a synthetic reflection, not BackdoorBench's photographs")] = 0
     """seed of the reflection image and of the model's parameters"""
-
-    def check(self) -> None:
-        if self.kind not in KINDS:
-            raise ParamError("kind", f"kind must be one of {KINDS}, got {self.kind!r}")
-
 
 def _uniform(gen: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=gen, dtype=torch.float64))

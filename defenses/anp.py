@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.data import ImageSet
-from bench.core.params import AuthorsCode, BackdoorBench, ParamError, Params, Range
+from bench.core.params import AuthorsCode, BackdoorBench, Params, Range
 from bench.core.registry import DEFENSES
 from defenses._masking import (
     bn_layers,
@@ -96,10 +96,6 @@ class ANPParams(Params):
     """spacing of the thresholds (or fractions) tried"""
     max_acc_drop: Annotated[float, Range("[0, 1]"), BackdoorBench(f"{_ANP}: acc_ratio (relative, on test data)")] = 0.1
     """allowed absolute drop of clean accuracy on the defender's data, in [0, 1]"""
-
-    def check(self) -> None:
-        if self.prune_by not in ("threshold", "fraction"):
-            raise ParamError("prune_by", f"prune_by must be 'threshold' or 'fraction', got {self.prune_by!r}")
 
     def levels(self) -> list[float]:
         """Thresholds (or fractions) tried: 0, prune_step, …, up to prune_max."""

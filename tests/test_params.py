@@ -12,7 +12,7 @@ from typing import Annotated
 
 import pytest
 
-from bench.core.params import BenchOwn, Declared, ParamError, Params, Range, Source, declared, smoke_values
+from bench.core.params import BenchOwn, Declared, ParamError, Params, Range, Source, declared, literal_choices, smoke_values
 from bench.core.registry import ATTACKS, DEFENSES
 from bench.core.train import TrainConfig
 from bench.grid import GridError, load_grid
@@ -82,6 +82,23 @@ def test_each_declared_bound_is_enforced_and_names_its_field(cls, field):
         with pytest.raises(ParamError) as error:
             cls(**{field.name: value})
         assert error.value.field == field.name and field.name in str(error.value)
+
+
+CHOICES = [
+    pytest.param(cls, field, id=f"{label}.{field.name}")
+    for label, cls in CLASSES.items()
+    for field in declared(cls)
+    if literal_choices(field.type)
+]
+
+
+@pytest.mark.parametrize(("cls", "field"), CHOICES)
+def test_each_declared_choice_is_enforced_and_names_its_field(cls, field):
+    for value in literal_choices(field.type):
+        cls(**{field.name: value})
+    with pytest.raises(ParamError, match=f"{field.name} must be one of") as error:
+        cls(**{field.name: "not-a-choice"})
+    assert error.value.field == field.name
 
 
 @pytest.mark.parametrize(("cls", "field"), BOUNDED)

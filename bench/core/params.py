@@ -21,7 +21,8 @@ their values for a smoke run (the registry-generated tests run every method so).
 subclass that keeps an inherited field's default but takes it from another reference
 says so in its ``sources`` (``{field: Source}``) instead of declaring the field again.
 
-``Params.__post_init__`` checks every declared bound (``ParamError`` names the field);
+``Params.__post_init__`` checks every declared bound and ``Literal`` choice (``ParamError``
+names the field);
 rules that tie several fields together go in ``check``. ``declared(cls)`` lists the
 declarations, for the grid loader, ``bench methods`` and the tests.
 """
@@ -210,14 +211,22 @@ def _one(metadata: tuple, kind: type) -> Any:
     return found[0] if found else None
 
 
-def check_bounds(params: object) -> None:
-    """Raise ``ParamError`` for the first field of ``params`` outside its declared ``Range``."""
+def check_declared(params: object) -> None:
+    """Raise ``ParamError`` for the first field of ``params`` outside its declared ``Range`` or ``Literal`` choices."""
     for member in declared(type(params)):
         value = getattr(params, member.name)
+        choices = literal_choices(member.type)
+        if choices and value not in choices:
+            raise ParamError(member.name, f"{member.name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
         if member.range is None or value is None or isinstance(value, bool):
             continue
         if not isinstance(value, (int, float)) or not member.range.contains(value):
             raise ParamError(member.name, f"{member.name} must be {_wanted(member.range, value)}, got {value!r}")
+
+
+def literal_choices(annotation: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` annotation allows (``()`` for any other annotation)."""
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
 
 
 def _wanted(bounds: Range, value: object) -> str:
@@ -239,7 +248,7 @@ class Params:
     smoke: ClassVar[Mapping[str, Any]] = {}
 
     def __post_init__(self) -> None:
-        check_bounds(self)
+        check_declared(self)
         self.check()
 
     def check(self) -> None:
