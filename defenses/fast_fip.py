@@ -17,16 +17,17 @@ W(δ) is written back into the ordinary weights, so the returned model has the i
 class and state_dict layout.
 
 Defaults: FIP's (2000 iterations, batch 128, SGD lr 0.005, momentum 0.95, η_F 0.15, trace
-every 5, gradient clipped at 20, CDA weight 5). A larger rate does not optimise this
-loss: on digits (``benchmarks/defense_oracle.py``, BadNets, 5% clean data) lr 0.05 ends at
-29× the input model's loss (5.41 against 0.19; the network collapses to 10% accuracy),
-while lr 0.005 halves it (0.086).
+every 5, gradient clipped at 20, CDA weight 5). No rate tried minimises this loss with
+SGD: on digits (``benchmarks/defense_oracle.py``, 5% clean data) lr 0.05 ends at 18× the
+input model's loss on BadNets (3.57 against 0.20, at 13.4% accuracy), while lr 0.005
+lowers it a little on BadNets (to 0.16) and raises it on Blended (0.16 to 8.59, the trace
+term growing).
 
 On digits this loss does not remove BadNets or Blended: minimised well (Adam), it falls
-to 0.017 and 0.003 (from 0.19 and 0.16) with the backdoor intact (ASR 97.5% and 100%):
+to 0.018 and 0.0015 (from 0.20 and 0.16) with the backdoor intact (ASR 95.1% and 100%):
 the trace term is cheapest to lower by raising the confidence on the clean subset
 (T/T⁰ ≤ 0.02). Shifts that do remove the backdoor exist (found with the trigger known,
-ASR ≤ 2.5%) but sit at a higher loss, 0.19 and 0.10. See ``docs/validation.md``.
+ASR ≤ 0.6%) but sit at a higher loss, 0.17 and 0.041. See ``docs/validation.md``.
 
 Deviations from the public code (``FIPR:src/networks/svd_layers.py``): that file is not
 wired into the released script, so there is no reference run; FIP's deviations apply

@@ -28,8 +28,8 @@ Deviations from the public code:
 
 On digits (small_cnn, ``benchmarks/defense_oracle.py``, 5% clean data) NFT does not remove
 BadNets or Blended, and not for lack of reach: masks within the clip bounds that do
-(found with the trigger known: ASR 0.0% and 0.6%, masks about 0.9) score worse on the
-MixUp loss (1.77 and 1.36) than the masks NFT finds (0.99 and 0.96), which keep the
+(found with the trigger known: ASR 0.0% and 2.5%, masks about 0.9) score worse on the
+MixUp loss (1.60 and 1.51) than the masks NFT finds (1.00 and 0.96), which keep the
 backdoor. See ``docs/validation.md``.
 """
 
